@@ -1,0 +1,148 @@
+// The only door to syscalls Node 20 lacks. Everything goes through koffi into libc; nothing
+// else in lamina imports koffi. Each wrapper throws an Error shaped like Node's own fs errors
+// (code, errno, syscall, path) so callers can treat them alike.
+import { createRequire } from 'node:module';
+import { constants as osConstants } from 'node:os';
+
+const require = createRequire(import.meta.url);
+
+type Fn = (...args: unknown[]) => number | bigint;
+interface Libc {
+  mknod: Fn; lsetxattr: Fn; lgetxattr: Fn; llistxattr: Fn; lremovexattr: Fn;
+  utimensat: Fn; mount: Fn; umount2: Fn; renameat2: Fn; errno: () => number;
+}
+
+let libc: Libc | undefined;
+
+// koffi is loaded on first use so commands that never touch a syscall start fast.
+function lib(): Libc {
+  if (libc) return libc;
+  const koffi = require('koffi');
+  const c = koffi.load('libc.so.6');
+  libc = {
+    mknod: c.func('int mknod(const char *path, uint32_t mode, uint64_t dev)'),
+    lsetxattr: c.func('int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)'),
+    lgetxattr: c.func('intptr_t lgetxattr(const char *path, const char *name, _Out_ void *value, size_t size)'),
+    llistxattr: c.func('intptr_t llistxattr(const char *path, _Out_ void *list, size_t size)'),
+    lremovexattr: c.func('int lremovexattr(const char *path, const char *name)'),
+    utimensat: c.func('int utimensat(int dirfd, const char *path, const int64_t *times, int flags)'),
+    mount: c.func('int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const char *data)'),
+    umount2: c.func('int umount2(const char *target, int flags)'),
+    renameat2: c.func('int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)'),
+    errno: () => koffi.errno() as number,
+  };
+  return libc;
+}
+
+const errnoNames: Record<number, string> = Object.fromEntries(
+  Object.entries(osConstants.errno).map(([name, num]) => [num, name]),
+);
+
+export class SysError extends Error {
+  readonly errno: number;
+  readonly code: string;
+  readonly syscall: string;
+  readonly path?: string;
+  constructor(syscall: string, errno: number, path?: string) {
+    const code = errnoNames[errno] ?? `E${errno}`;
+    super(`${code}: ${syscall} failed${path ? ` for ${path}` : ''} (errno ${errno})`);
+    this.errno = errno;
+    this.code = code;
+    this.syscall = syscall;
+    this.path = path;
+  }
+}
+
+function check(ret: number | bigint, syscall: string, path?: string): number {
+  const n = Number(ret);
+  if (n < 0) throw new SysError(syscall, lib().errno(), path);
+  return n;
+}
+
+export const S_IFCHR = 0o020000;
+export const S_IFBLK = 0o060000;
+export const S_IFIFO = 0o010000;
+export const AT_FDCWD = -100;
+export const AT_SYMLINK_NOFOLLOW = 0x100;
+export const UTIME_OMIT = (1 << 30) - 2;
+export const RENAME_NOREPLACE = 1;
+export const RENAME_EXCHANGE = 2;
+export const RENAME_WHITEOUT = 4;
+export const MNT_DETACH = 2;
+export const MS_RDONLY = 1;
+
+export function makedev(major: number, minor: number): bigint {
+  const ma = BigInt(major >>> 0), mi = BigInt(minor >>> 0);
+  return ((ma & 0xfffn) << 8n) | ((ma & ~0xfffn) << 32n) | (mi & 0xffn) | ((mi & ~0xffn) << 12n);
+}
+
+/** mknod(2): `mode` carries the S_IF* type bits plus permissions. */
+export function mknod(path: string, mode: number, major = 0, minor = 0): void {
+  check(lib().mknod(path, mode >>> 0, makedev(major, minor)), 'mknod', path);
+}
+
+/** Sets an xattr on the path itself, never on a symlink's target. */
+export function lsetxattr(path: string, name: string, value: Buffer | string, flags = 0): void {
+  const buf = typeof value === 'string' ? Buffer.from(value) : value;
+  check(lib().lsetxattr(path, name, buf, buf.length, flags), 'lsetxattr', path);
+}
+
+/** Returns the value, or undefined when the attribute is absent (ENODATA). */
+export function lgetxattr(path: string, name: string): Buffer | undefined {
+  const c = lib();
+  for (let size = 256; ; size *= 4) {
+    const buf = Buffer.alloc(size);
+    const n = Number(c.lgetxattr(path, name, buf, size));
+    if (n >= 0) return buf.subarray(0, n);
+    const e = c.errno();
+    if (e === osConstants.errno.ENODATA) return undefined;
+    if (e !== osConstants.errno.ERANGE || size > 1 << 20) throw new SysError('lgetxattr', e, path);
+  }
+}
+
+/** Attribute names on the path itself (not following symlinks). */
+export function llistxattr(path: string): string[] {
+  const c = lib();
+  const probe = Buffer.alloc(1024);
+  let n = Number(c.llistxattr(path, probe, probe.length));
+  let buf = probe;
+  if (n < 0) {
+    const e = c.errno();
+    if (e === osConstants.errno.ENOTSUP) return [];
+    if (e !== osConstants.errno.ERANGE) throw new SysError('llistxattr', e, path);
+    const need = check(c.llistxattr(path, null, 0), 'llistxattr', path);
+    buf = Buffer.alloc(need + 64);
+    n = check(c.llistxattr(path, buf, buf.length), 'llistxattr', path);
+  }
+  if (n === 0) return [];
+  return buf.subarray(0, n - 1).toString('latin1').split('\0').map((s) => Buffer.from(s, 'latin1').toString());
+}
+
+export function lremovexattr(path: string, name: string): void {
+  check(lib().lremovexattr(path, name), 'lremovexattr', path);
+}
+
+const timesBuf = new BigInt64Array(4);
+/**
+ * Sets atime and mtime with nanosecond precision on the path itself (a symlink is not
+ * followed). Times are [seconds, nanoseconds]; pass undefined to leave one unchanged.
+ */
+export function lutimesNs(path: string, atime: [number, number] | undefined, mtime: [number, number] | undefined): void {
+  timesBuf[0] = BigInt(atime ? atime[0] : 0);
+  timesBuf[1] = BigInt(atime ? atime[1] : UTIME_OMIT);
+  timesBuf[2] = BigInt(mtime ? mtime[0] : 0);
+  timesBuf[3] = BigInt(mtime ? mtime[1] : UTIME_OMIT);
+  check(lib().utimensat(AT_FDCWD, path, timesBuf, AT_SYMLINK_NOFOLLOW), 'utimensat', path);
+}
+
+export function mount(source: string, target: string, fstype: string, flags: number, data: string | null): void {
+  check(lib().mount(source, target, fstype, flags, data), 'mount', target);
+}
+
+export function umount2(target: string, flags = 0): void {
+  check(lib().umount2(target, flags), 'umount2', target);
+}
+
+export function renameat2(oldPath: string, newPath: string, flags: number): void {
+  check(lib().renameat2(AT_FDCWD, oldPath, AT_FDCWD, newPath, flags >>> 0), 'renameat2', oldPath);
+}
