@@ -51,7 +51,11 @@ export interface TarHeader {
   devminor: number;
   /** SCHILY.xattr.* records in archive order; values are raw bytes (xattrs are binary). */
   xattrs: Array<[string, Buffer]>;
-  /** Every PAX record that applied to this entry (local `x` over global `g`), values raw. */
+  /**
+   * The PAX records of this entry's `x` header, values raw (null without one). As in Go, records of
+   * a global `g` header do not apply to later entries: the `g` header is reported as an entry of
+   * its own (typeflag 'g', size 0, its records here), which extractors ignore as Docker does.
+   */
   pax: Map<string, Buffer> | null;
   format: TarFormat;
 }
