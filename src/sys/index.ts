@@ -9,7 +9,7 @@ const require = createRequire(import.meta.url);
 type Fn = (...args: unknown[]) => number | bigint;
 interface Libc {
   mknod: Fn; lsetxattr: Fn; lgetxattr: Fn; llistxattr: Fn; lremovexattr: Fn;
-  utimensat: Fn; mount: Fn; umount2: Fn; renameat2: Fn; errno: () => number;
+  utimensat: Fn; mount: Fn; umount2: Fn; renameat2: Fn; getdents64: Fn; errno: () => number;
 }
 
 let libc: Libc | undefined;
@@ -25,10 +25,11 @@ function lib(): Libc {
     lgetxattr: c.func('intptr_t lgetxattr(const char *path, const char *name, _Out_ void *value, size_t size)'),
     llistxattr: c.func('intptr_t llistxattr(const char *path, _Out_ void *list, size_t size)'),
     lremovexattr: c.func('int lremovexattr(const char *path, const char *name)'),
-    utimensat: c.func('int utimensat(int dirfd, const char *path, const int64_t *times, int flags)'),
+    utimensat: c.func('int utimensat(int dirfd, const char *path, const int32_t *times, int flags)'),
     mount: c.func('int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const char *data)'),
     umount2: c.func('int umount2(const char *target, int flags)'),
     renameat2: c.func('int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)'),
+    getdents64: c.func('intptr_t getdents64(int fd, _Out_ void *dirp, size_t count)'),
     errno: () => koffi.errno() as number,
   };
   return libc;
@@ -53,10 +54,25 @@ export class SysError extends Error {
   }
 }
 
-function check(ret: number | bigint, syscall: string, path?: string): number {
+function check(ret: number | bigint, syscall: string, path?: SysPath): number {
   const n = Number(ret);
-  if (n < 0) throw new SysError(syscall, lib().errno(), path);
+  if (n < 0) throw new SysError(syscall, lib().errno(), path === undefined ? undefined : pathText(path));
   return n;
+}
+
+/**
+ * A path argument: a string, or a Buffer for names that are not valid UTF-8. koffi passes a
+ * Buffer's bytes as the char pointer, so a Buffer path must end in a NUL byte (see cPath).
+ */
+export type SysPath = string | Buffer;
+
+/** A NUL-terminated Buffer for a path given as raw bytes. */
+export function cPath(bytes: Buffer): Buffer {
+  return bytes.length && bytes[bytes.length - 1] === 0 ? bytes : Buffer.concat([bytes, Buffer.alloc(1)]);
+}
+
+function pathText(p: SysPath): string {
+  return typeof p === 'string' ? p : p.subarray(0, p.indexOf(0) < 0 ? p.length : p.indexOf(0)).toString();
 }
 
 export const S_IFCHR = 0o020000;
@@ -77,18 +93,18 @@ export function makedev(major: number, minor: number): bigint {
 }
 
 /** mknod(2): `mode` carries the S_IF* type bits plus permissions. */
-export function mknod(path: string, mode: number, major = 0, minor = 0): void {
+export function mknod(path: SysPath, mode: number, major = 0, minor = 0): void {
   check(lib().mknod(path, mode >>> 0, makedev(major, minor)), 'mknod', path);
 }
 
 /** Sets an xattr on the path itself, never on a symlink's target. */
-export function lsetxattr(path: string, name: string, value: Buffer | string, flags = 0): void {
+export function lsetxattr(path: SysPath, name: string, value: Buffer | string, flags = 0): void {
   const buf = typeof value === 'string' ? Buffer.from(value) : value;
   check(lib().lsetxattr(path, name, buf, buf.length, flags), 'lsetxattr', path);
 }
 
 /** Returns the value, or undefined when the attribute is absent (ENODATA). */
-export function lgetxattr(path: string, name: string): Buffer | undefined {
+export function lgetxattr(path: SysPath, name: string): Buffer | undefined {
   const c = lib();
   for (let size = 256; ; size *= 4) {
     const buf = Buffer.alloc(size);
@@ -96,12 +112,12 @@ export function lgetxattr(path: string, name: string): Buffer | undefined {
     if (n >= 0) return buf.subarray(0, n);
     const e = c.errno();
     if (e === osConstants.errno.ENODATA) return undefined;
-    if (e !== osConstants.errno.ERANGE || size > 1 << 20) throw new SysError('lgetxattr', e, path);
+    if (e !== osConstants.errno.ERANGE || size > 1 << 20) throw new SysError('lgetxattr', e, pathText(path));
   }
 }
 
 /** Attribute names on the path itself (not following symlinks). */
-export function llistxattr(path: string): string[] {
+export function llistxattr(path: SysPath): string[] {
   const c = lib();
   const probe = Buffer.alloc(1024);
   let n = Number(c.llistxattr(path, probe, probe.length));
@@ -109,7 +125,7 @@ export function llistxattr(path: string): string[] {
   if (n < 0) {
     const e = c.errno();
     if (e === osConstants.errno.ENOTSUP) return [];
-    if (e !== osConstants.errno.ERANGE) throw new SysError('llistxattr', e, path);
+    if (e !== osConstants.errno.ERANGE) throw new SysError('llistxattr', e, pathText(path));
     const need = check(c.llistxattr(path, null, 0), 'llistxattr', path);
     buf = Buffer.alloc(need + 64);
     n = check(c.llistxattr(path, buf, buf.length), 'llistxattr', path);
@@ -118,20 +134,26 @@ export function llistxattr(path: string): string[] {
   return buf.subarray(0, n - 1).toString('latin1').split('\0').map((s) => Buffer.from(s, 'latin1').toString());
 }
 
-export function lremovexattr(path: string, name: string): void {
+export function lremovexattr(path: SysPath, name: string): void {
   check(lib().lremovexattr(path, name), 'lremovexattr', path);
 }
 
-const timesBuf = new BigInt64Array(4);
+// struct timespec[2] as int32 halves: filling an Int32Array avoids a BigInt conversion per call
+// (this runs once per extracted entry).
+const timesBuf = new Int32Array(8);
+function putInt64(i: number, v: number): void {
+  timesBuf[i] = v | 0; // low 32 bits (two's complement)
+  timesBuf[i + 1] = Math.floor(v / 4294967296);
+}
 /**
  * Sets atime and mtime with nanosecond precision on the path itself (a symlink is not
  * followed). Times are [seconds, nanoseconds]; pass undefined to leave one unchanged.
  */
-export function lutimesNs(path: string, atime: [number, number] | undefined, mtime: [number, number] | undefined): void {
-  timesBuf[0] = BigInt(atime ? atime[0] : 0);
-  timesBuf[1] = BigInt(atime ? atime[1] : UTIME_OMIT);
-  timesBuf[2] = BigInt(mtime ? mtime[0] : 0);
-  timesBuf[3] = BigInt(mtime ? mtime[1] : UTIME_OMIT);
+export function lutimesNs(path: SysPath, atime: [number, number] | undefined, mtime: [number, number] | undefined): void {
+  putInt64(0, atime ? atime[0] : 0);
+  putInt64(2, atime ? atime[1] : UTIME_OMIT);
+  putInt64(4, mtime ? mtime[0] : 0);
+  putInt64(6, mtime ? mtime[1] : UTIME_OMIT);
   check(lib().utimensat(AT_FDCWD, path, timesBuf, AT_SYMLINK_NOFOLLOW), 'utimensat', path);
 }
 
@@ -145,4 +167,14 @@ export function umount2(target: string, flags = 0): void {
 
 export function renameat2(oldPath: string, newPath: string, flags: number): void {
   check(lib().renameat2(AT_FDCWD, oldPath, AT_FDCWD, newPath, flags >>> 0), 'renameat2', oldPath);
+}
+
+/**
+ * getdents64(2) on an open directory fd: fills `buf` with linux_dirent64 records (d_ino u64,
+ * d_off s64, d_reclen u16, d_type u8, NUL-terminated d_name) and returns the byte count, 0 at
+ * the end. Unlike fs.readdir it keeps the file system's own order and lets the caller open the
+ * directory with O_NOATIME.
+ */
+export function getdents64(fd: number, buf: Buffer): number {
+  return check(lib().getdents64(fd, buf, buf.length), 'getdents64');
 }
