@@ -9,7 +9,7 @@ const require = createRequire(import.meta.url);
 type Fn = (...args: unknown[]) => number | bigint;
 interface Libc {
   mknod: Fn; lsetxattr: Fn; lgetxattr: Fn; llistxattr: Fn; lremovexattr: Fn;
-  utimensat: Fn; mount: Fn; umount2: Fn; renameat2: Fn; getdents64: Fn; errno: () => number;
+  utimensat: Fn; mount: Fn; umount2: Fn; renameat2: Fn; getdents64: Fn; syscall: Fn; errno: () => number;
 }
 
 let libc: Libc | undefined;
@@ -30,6 +30,7 @@ function lib(): Libc {
     umount2: c.func('int umount2(const char *target, int flags)'),
     renameat2: c.func('int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)'),
     getdents64: c.func('intptr_t getdents64(int fd, _Out_ void *dirp, size_t count)'),
+    syscall: c.func('long syscall(long nr, ...)'),
     errno: () => koffi.errno() as number,
   };
   return libc;
@@ -177,4 +178,24 @@ export function renameat2(oldPath: string, newPath: string, flags: number): void
  */
 export function getdents64(fd: number, buf: Buffer): number {
   return check(lib().getdents64(fd, buf, buf.length), 'getdents64');
+}
+
+const SYS_openat2 = 437; // x86-64
+export const RESOLVE_NO_MAGICLINKS = 0x02;
+export const RESOLVE_BENEATH = 0x08;
+export const RESOLVE_IN_ROOT = 0x10;
+const openHow = new BigUint64Array(3);
+
+/**
+ * openat2(2): opens `relPath` below the directory `dirFd` with `resolve` flags. With
+ * RESOLVE_IN_ROOT the directory acts as the root for the lookup — absolute symlinks and ".."
+ * stay inside it, exactly the confinement a layer had when it was extracted.
+ * Returns a file descriptor Node's fs functions accept.
+ */
+export function openat2(dirFd: number, relPath: SysPath, flags: number, resolve: number, mode = 0): number {
+  openHow[0] = BigInt(flags >>> 0);
+  openHow[1] = BigInt(mode);
+  openHow[2] = BigInt(resolve);
+  const ret = lib().syscall(SYS_openat2, 'int', dirFd, 'const char *', relPath, 'void *', openHow, 'size_t', 24);
+  return check(ret, 'openat2', relPath);
 }

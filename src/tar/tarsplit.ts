@@ -11,6 +11,7 @@ import { isUtf8 } from 'node:buffer';
 import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { LaminaError } from '../errors.js';
+import * as sys from '../sys/index.js';
 import { Crc64 } from './crc64.js';
 import type { TarHeader, TarVisitor } from './types.js';
 
@@ -38,6 +39,8 @@ export interface TarSplitFile {
 }
 
 export type TarSplitEntry = TarSplitSegment | TarSplitFile;
+
+const O_CLOEXEC = 0o2000000;
 
 /** tar-split reads what follows the end-of-archive marker in chunks of at most 1 MiB. */
 const TRAILING_CHUNK = 1 << 20;
@@ -406,12 +409,37 @@ export function assembleTar(
   entries: Iterable<TarSplitEntry> | AsyncIterable<TarSplitEntry>,
   files: string | LayerFileOpener,
 ): Readable {
-  const root = typeof files === 'string' ? Buffer.from(files.endsWith('/') ? files : files + '/') : null;
-  const open: LayerFileOpener = root ? (_rel, _e, relBytes) => openLayerFile(Buffer.concat([root, relBytes])) : (files as LayerFileOpener);
-  return Readable.from(assembleChunks(entries, open), { objectMode: false, highWaterMark: 1 << 20 });
+  let open: LayerFileOpener;
+  let closeRoot = () => {};
+  if (typeof files === 'string') {
+    // Files are looked up with the layer dir as root (openat2 RESOLVE_IN_ROOT): a symlinked
+    // parent such as `rootlink -> /` resolves inside the layer, as it did at extraction, and
+    // can never make save or push read a file of the host.
+    let rootFd = -1;
+    open = (_rel, _e, relBytes) => {
+      if (rootFd < 0) rootFd = fs.openSync(files, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+      return openLayerFile(rootFd, relBytes);
+    };
+    closeRoot = () => { if (rootFd >= 0) fs.closeSync(rootFd); rootFd = -1; };
+  } else {
+    open = files;
+  }
+  return Readable.from(assembleChunks(entries, open, closeRoot), { objectMode: false, highWaterMark: 1 << 20 });
 }
 
 async function* assembleChunks(
+  entries: Iterable<TarSplitEntry> | AsyncIterable<TarSplitEntry>,
+  open: LayerFileOpener,
+  done: () => void,
+): AsyncGenerator<Buffer> {
+  try {
+    yield* assembleEntries(entries, open);
+  } finally {
+    done();
+  }
+}
+
+async function* assembleEntries(
   entries: Iterable<TarSplitEntry> | AsyncIterable<TarSplitEntry>,
   open: LayerFileOpener,
 ): AsyncGenerator<Buffer> {
@@ -451,18 +479,18 @@ async function* assembleChunks(
  * Opens a layer file (failing here, not at the first read, when it is missing) and reads it in
  * 1 MiB chunks (fresh buffers: the consumer may keep them).
  */
-async function openLayerFile(file: Buffer): Promise<AsyncIterable<Buffer>> {
-  const fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+async function openLayerFile(rootFd: number, rel: Buffer): Promise<AsyncIterable<Buffer>> {
+  const fd = sys.openat2(rootFd, sys.cPath(rel), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | O_CLOEXEC, sys.RESOLVE_IN_ROOT | sys.RESOLVE_NO_MAGICLINKS);
   return (async function* () {
     try {
       for (;;) {
         const buf = Buffer.allocUnsafe(1 << 20);
-        const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+        const bytesRead = await new Promise<number>((res, rej) => fs.read(fd, buf, 0, buf.length, null, (err, n) => (err ? rej(err) : res(n))));
         if (bytesRead === 0) return;
         yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
       }
     } finally {
-      await fh.close();
+      fs.closeSync(fd);
     }
   })();
 }
