@@ -9,6 +9,8 @@ export type ErrorCode =
   | 'EINUSE'        // still referenced (by a tag, a child image, a container)
   | 'ECONFLICT'     // ambiguous reference, name clash
   | 'EUNSUPPORTED'  // a feature this build does not provide
+  | 'EAUTH'         // a registry refused the credentials (or wanted some)
+  | 'EREGISTRY'     // a registry could not be reached or answered outside the protocol
   | 'EINVAL';       // bad arguments
 
 export class LaminaError extends Error {

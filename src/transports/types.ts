@@ -22,6 +22,12 @@ export interface SourceImage {
   configName: string;
   /** References as the archive names them (`name:tag`), possibly empty. */
   repoTags: string[];
+  /**
+   * OCI layouts only: the `org.opencontainers.image.ref.name` annotation when it is a bare tag
+   * (`skopeo copy … oci:dir:tag` writes those), so the repository is unknown and repoTags is
+   * empty. The CLI can warn, or the user can tag the image.
+   */
+  refName?: string;
   /** Bottom layer first; one per non-empty rootfs.diff_ids entry. */
   layers: SourceLayer[];
 }
@@ -44,7 +50,13 @@ export interface DestLayer {
 
 export interface DestImage {
   configBytes: Buffer;
+  /** Familiar references (`name:tag`) to record in manifest.json and `repositories`. */
   repoTags: string[];
+  /**
+   * The parent image ID (imagedb metadata `parent`), if any. Written as manifest.json's
+   * `Parent` only when that image is saved in the same archive, as Docker does.
+   */
+  parent?: Digest;
   /** Bottom layer first. */
   layers: DestLayer[];
 }
