@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$#" -gt 0 ]; then files=("$@"); else mapfile -t files < <(find test -name '*.test.ts' | sort); fi
 if [ "${#files[@]}" -eq 0 ]; then echo "no test files found" >&2; exit 1; fi
+# The CLI tests run the compiled CLI, as users do.
+npx tsc -p tsconfig.json
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -1,0 +1,136 @@
+#!/usr/bin/env node
+// lamina's command line. Each command group lives in its own module, loaded only when that
+// command runs, so start-up stays close to Node's own.
+import { Command, CommanderError } from 'commander';
+
+// A closed pipe (`lamina images | head -1`) ends the command quietly, as with other CLIs.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw e;
+});
+
+const program = new Command();
+program
+  .name('lamina')
+  .description("Docker's overlay2 storage, daemonless: load, inspect, save and remove images in Docker's exact on-disk layout")
+  .option('--root <dir>', 'root of the lamina store (default: $LAMINA_ROOT, /var/lib/lamina as root, else $XDG_DATA_HOME/lamina)')
+  .version('0.1.0', '-v, --version')
+  .showHelpAfterError(false)
+  .exitOverride();
+
+async function store() {
+  const { Store, defaultRoot } = await import('../store.js');
+  return Store.open(program.opts().root ?? defaultRoot());
+}
+
+async function images() {
+  return import('./images.js');
+}
+
+let exitCode = 0;
+
+function addLoad(cmd: Command): Command {
+  return cmd
+    .description('Load an image from a tar archive (docker-archive, OCI layout dir or tar; plain, gzip) or STDIN')
+    .option('-i, --input <file>', 'read from tar archive file, instead of STDIN')
+    .option('-q, --quiet', 'suppress the load output')
+    .action(async (opts) => (await images()).loadCommand(await store(), opts));
+}
+function addImages(cmd: Command): Command {
+  return cmd
+    .description('List images')
+    .argument('[repository]', 'REPOSITORY[:TAG]')
+    .option('-a, --all', 'show all images (default hides intermediate images)')
+    .option('-q, --quiet', 'only show image IDs')
+    .option('--digests', 'show digests')
+    .option('--no-trunc', "don't truncate output")
+    .option('--format <format>', "'json', or a Go template such as '{{.Repository}}:{{.Tag}}'")
+    .action(async (repo, opts) => (await images()).imagesCommand(await store(), { ...opts, noTrunc: opts.trunc === false, repo }));
+}
+function addInspect(cmd: Command): Command {
+  return cmd
+    .description('Display detailed information on one or more images')
+    .argument('<image...>')
+    .option('-f, --format <format>', 'format the output using a Go template')
+    .action(async (refs, opts) => { exitCode = (await images()).imageInspectCommand(await store(), refs, opts); });
+}
+function addHistory(cmd: Command): Command {
+  return cmd
+    .description('Show the history of an image')
+    .argument('<image>')
+    .option('--no-trunc', "don't truncate output")
+    .option('-q, --quiet', 'only show image IDs')
+    .option('-H, --human [bool]', 'print sizes and dates in human readable format', true)
+    .option('--format <format>', 'format the output using a Go template')
+    .action(async (ref, opts) => (await images()).historyCommand(await store(), ref, { ...opts, noTrunc: opts.trunc === false, human: opts.human !== 'false' }));
+}
+function addTag(cmd: Command): Command {
+  return cmd
+    .description('Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE')
+    .argument('<source>').argument('<target>')
+    .action(async (s, t) => (await images()).tagCommand(await store(), s, t));
+}
+function addSave(cmd: Command): Command {
+  return cmd
+    .description('Save one or more images to a tar archive (streamed to STDOUT by default)')
+    .argument('<image...>')
+    .option('-o, --output <file>', 'write to a file, instead of STDOUT')
+    .action(async (refs, opts) => (await images()).saveCommand(await store(), refs, opts));
+}
+function addRmi(cmd: Command): Command {
+  return cmd
+    .description('Remove one or more images')
+    .argument('<image...>')
+    .option('-f, --force', 'force removal of the image')
+    .action(async (refs, opts) => { exitCode = (await images()).rmiCommand(await store(), refs, opts); });
+}
+
+addLoad(program.command('load'));
+addImages(program.command('images'));
+addHistory(program.command('history'));
+addTag(program.command('tag'));
+addSave(program.command('save'));
+addRmi(program.command('rmi'));
+addInspect(program.command('inspect'));
+
+const image = program.command('image').description('Manage images');
+addLoad(image.command('load'));
+addImages(image.command('ls').alias('list'));
+addInspect(image.command('inspect'));
+addHistory(image.command('history'));
+addTag(image.command('tag'));
+addSave(image.command('save'));
+addRmi(image.command('rm').alias('remove'));
+
+program
+  .command('demo')
+  .description("Build a small sample image from files lamina ships, load it and tour what landed on disk")
+  .action(async () => (await import('./demo.js')).demoCommand(await store()));
+
+async function main(): Promise<void> {
+  try {
+    await program.parseAsync(process.argv);
+    process.exitCode = exitCode;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // --help and --version exit 0; usage errors exit 125 like the docker CLI.
+      process.exitCode = e.exitCode === 0 ? 0 : 125;
+      return;
+    }
+    const { LaminaError } = await import('../errors.js');
+    if (e instanceof LaminaError) {
+      process.stderr.write(`Error: ${e.message}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    const err = e as NodeJS.ErrnoException;
+    if (err && typeof err.code === 'string' && err.message) {
+      process.stderr.write(`Error: ${err.message}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    throw e;
+  }
+}
+
+await main();

@@ -1,0 +1,210 @@
+// image/overlay2/layerdb: read-only layers keyed by chainID, as moby's layer store keeps them:
+//   sha256/<chainID hex>/{diff,parent,size,cache-id,tar-split.json.gz}   (dir 0700, files 0644)
+//   tmp/       staging for layers being registered (write-set-<random>)
+//   mounts/    container rw layers (later issue)
+// Only this module writes under layerdb/. Layer directories themselves belong to overlay2/.
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { LaminaError } from '../errors.js';
+import { chainID as computeChainID, hex, type Digest } from '../digest/index.js';
+import { Overlay2Driver, generateID } from '../overlay2/driver.js';
+import { applyLayer } from '../archive/apply.js';
+import { TarSplitRecorder, assembleTar, readTarSplit, tarSizeFromTarSplit } from '../tar/tarsplit.js';
+import { readOptional } from '../fsutil.js';
+
+export interface Layer {
+  chainID: Digest;
+  diffID: Digest;
+  /** Parent chainID; undefined for a bottom layer. */
+  parent?: Digest;
+  /** Docker's size formula over diff/ (bytes). */
+  size: number;
+  cacheID: string;
+}
+
+export interface RegisterOptions {
+  /** The diffID the image config promises; a different one fails the registration. */
+  expectDiffID?: Digest;
+  /** Label for messages, e.g. "layer 3 (abc/layer.tar)". */
+  label?: string;
+  onProgress?: (bytes: number) => void;
+}
+
+const TARSPLIT = 'tar-split.json.gz';
+
+export class LayerStore {
+  readonly dir: string;
+  readonly driver: Overlay2Driver;
+  private readonly shaDir: string;
+  private readonly tmpDir: string;
+  private cache = new Map<Digest, Layer>();
+
+  constructor(dir: string, driver: Overlay2Driver) {
+    this.dir = dir;
+    this.driver = driver;
+    this.shaDir = path.join(dir, 'sha256');
+    this.tmpDir = path.join(dir, 'tmp');
+  }
+
+  init(): void {
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    for (const d of [this.shaDir, this.tmpDir, path.join(this.dir, 'mounts')]) fs.mkdirSync(d, { recursive: true, mode: 0o755 });
+  }
+
+  /**
+   * Finishes what an interrupted process left: `-removing` layers are deleted (their layer
+   * directories too) and staging dirs in tmp/ are dropped together with the layer directory
+   * they were filling.
+   */
+  recover(): void {
+    for (const name of safeReaddir(this.shaDir)) {
+      if (!name.endsWith('-removing')) continue;
+      const dir = path.join(this.shaDir, name);
+      const cacheID = readOptional(path.join(dir, 'cache-id'));
+      if (cacheID && /^[0-9a-f]{64}$/.test(cacheID) && this.driver.exists(cacheID)) this.driver.remove(cacheID);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    for (const name of safeReaddir(this.tmpDir)) {
+      const dir = path.join(this.tmpDir, name);
+      const cacheID = readOptional(path.join(dir, 'cache-id'));
+      if (cacheID && /^[0-9a-f]{64}$/.test(cacheID) && this.driver.exists(cacheID) && !this.isCacheIDUsed(cacheID)) {
+        this.driver.remove(cacheID);
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  private isCacheIDUsed(cacheID: string): boolean {
+    return this.list().some((l) => l.cacheID === cacheID);
+  }
+
+  private layerDir(chain: Digest): string {
+    return path.join(this.shaDir, hex(chain));
+  }
+
+  has(chain: Digest): boolean {
+    return this.cache.has(chain) || fs.existsSync(path.join(this.layerDir(chain), 'cache-id'));
+  }
+
+  get(chain: Digest): Layer {
+    const cached = this.cache.get(chain);
+    if (cached) return cached;
+    const dir = this.layerDir(chain);
+    const diffID = readOptional(path.join(dir, 'diff'));
+    const cacheID = readOptional(path.join(dir, 'cache-id'));
+    if (diffID === undefined || cacheID === undefined) throw new LaminaError('ENOTFOUND', `layer ${chain} does not exist`);
+    const parent = readOptional(path.join(dir, 'parent'));
+    const size = Number(readOptional(path.join(dir, 'size')) ?? '0');
+    const layer: Layer = { chainID: chain, diffID, parent: parent || undefined, size, cacheID };
+    this.cache.set(chain, layer);
+    return layer;
+  }
+
+  /** Every registered layer. */
+  list(): Layer[] {
+    return safeReaddir(this.shaDir)
+      .filter((n) => /^[0-9a-f]{64}$/.test(n))
+      .map((n) => this.get('sha256:' + n));
+  }
+
+  /** The chain from `chain` down to the bottom layer (top first). */
+  ancestry(chain: Digest): Layer[] {
+    const out: Layer[] = [];
+    for (let c: Digest | undefined = chain; c; c = out[out.length - 1].parent) out.push(this.get(c));
+    return out;
+  }
+
+  /**
+   * Applies a layer tar on top of `parent` in one streaming pass (extract + diffID + tar-split)
+   * and publishes it under its chainID with one rename. If the chainID already exists, the new
+   * copy is dropped and the existing layer returned (as moby does). On any failure nothing of
+   * the attempt stays behind.
+   */
+  async register(parent: Digest | undefined, input: Readable, opts: RegisterOptions = {}): Promise<{ layer: Layer; created: boolean }> {
+    const parentLayer = parent ? this.get(parent) : undefined;
+    const cacheID = generateID();
+    const stage = path.join(this.tmpDir, `write-set-${randomBytes(16).toString('hex')}`);
+    fs.mkdirSync(stage, { mode: 0o700 });
+    // Recorded first, so recovery after a crash knows which layer directory to drop.
+    fs.writeFileSync(path.join(stage, 'cache-id'), cacheID, { mode: 0o644 });
+    let createdCommitted = false;
+    let published = false;
+    try {
+      ({ createdCommitted } = this.driver.create(cacheID, parentLayer?.cacheID));
+      const tarSplitOut = fs.createWriteStream(path.join(stage, TARSPLIT), { mode: 0o644 });
+      const recorder = new TarSplitRecorder(tarSplitOut);
+      const result = await applyLayer(input, this.driver.diffPath(cacheID), { visitors: [recorder], onProgress: opts.onProgress });
+      await recorder.finish();
+      const label = opts.label ?? 'layer';
+      if (opts.expectDiffID && result.diffID !== opts.expectDiffID) {
+        throw new LaminaError('EDIGEST', `invalid diffID for ${label}: expected ${opts.expectDiffID}, got ${result.diffID}`);
+      }
+      const chain = computeChainID(parent, result.diffID);
+      if (this.has(chain)) {
+        return { layer: this.get(chain), created: false };
+      }
+      fs.writeFileSync(path.join(stage, 'diff'), result.diffID, { mode: 0o644 });
+      if (parent) fs.writeFileSync(path.join(stage, 'parent'), parent, { mode: 0o644 });
+      fs.writeFileSync(path.join(stage, 'size'), String(result.size), { mode: 0o644 });
+      fs.renameSync(stage, this.layerDir(chain));
+      published = true;
+      const layer: Layer = { chainID: chain, diffID: result.diffID, parent, size: result.size, cacheID };
+      this.cache.set(chain, layer);
+      return { layer, created: true };
+    } finally {
+      if (!published) {
+        if (this.driver.exists(cacheID)) this.driver.remove(cacheID, { parent: parentLayer?.cacheID, dropCommitted: createdCommitted });
+        fs.rmSync(stage, { recursive: true, force: true });
+      }
+    }
+  }
+
+  /** Layers whose parent is `chain`. */
+  children(chain: Digest): Layer[] {
+    return this.list().filter((l) => l.parent === chain);
+  }
+
+  /**
+   * Deletes a layer (it must have no children; the caller has checked image and container
+   * references). Renamed to `<chain>-<random>-removing` first, so a crash mid-way is finished
+   * by recover().
+   */
+  delete(chain: Digest): void {
+    const layer = this.get(chain);
+    if (this.children(chain).length) throw new LaminaError('EINUSE', `layer ${chain} still has child layers`);
+    const removing = path.join(this.shaDir, `${hex(chain)}-${randomBytes(8).toString('hex')}-removing`);
+    fs.renameSync(this.layerDir(chain), removing);
+    this.cache.delete(chain);
+    this.driver.remove(layer.cacheID);
+    fs.rmSync(removing, { recursive: true, force: true });
+  }
+
+  /** The tar-split record of a layer (gzip bytes as stored). */
+  tarSplitPath(chain: Digest): string {
+    return path.join(this.layerDir(chain), TARSPLIT);
+  }
+
+  /** Exact byte length of the layer tar, from tar-split alone. */
+  async tarSize(chain: Digest): Promise<number> {
+    return tarSizeFromTarSplit(readTarSplit(fs.readFileSync(this.tarSplitPath(chain))));
+  }
+
+  /** Streams the original layer tar, byte for byte, from diff/ + tar-split. */
+  openTar(chain: Digest): Readable {
+    const layer = this.get(chain);
+    const diff = this.driver.diffPath(layer.cacheID);
+    return assembleTar(readTarSplit(fs.readFileSync(this.tarSplitPath(chain))), diff);
+  }
+}
+
+function safeReaddir(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+}
+

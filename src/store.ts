@@ -1,0 +1,352 @@
+// Store.open(root) wires the parts of a lamina root, which is laid out exactly as a Docker data
+// root with the overlay2 driver:
+//   <root>/overlay2/                 layer directories (overlay2/)
+//   <root>/image/overlay2/layerdb/   chainID → layer (layers/)
+//   <root>/image/overlay2/imagedb/   image configs (images/)
+//   <root>/image/overlay2/repositories.json
+//   <root>/tmp/                      scratch (decompressed archives)
+import fs from 'node:fs';
+import path from 'node:path';
+import os from 'node:os';
+import { LaminaError } from './errors.js';
+import { chainID as computeChainID, chainIDs, hex, type Digest } from './digest/index.js';
+import { Overlay2Driver } from './overlay2/driver.js';
+import { LayerStore, type Layer } from './layers/store.js';
+import { ImageDB, parseImageConfig, type ImageConfig } from './images/imagedb.js';
+import { Repositories } from './images/repositories.js';
+import { familiarString, parseReference, withDefaultTag, type Reference } from './images/reference.js';
+import { goTime } from './images/gojson.js';
+import { openImageSource } from './transports/index.js';
+import { writeDockerArchive } from './transports/docker-archive.js';
+import type { DestImage } from './transports/types.js';
+import type { Writable } from 'node:stream';
+
+export const DRIVER = 'overlay2';
+
+/** Default root: /var/lib/lamina as root, $XDG_DATA_HOME/lamina otherwise; LAMINA_ROOT overrides. */
+export function defaultRoot(): string {
+  if (process.env.LAMINA_ROOT) return process.env.LAMINA_ROOT;
+  if (process.getuid?.() === 0) return '/var/lib/lamina';
+  const xdg = process.env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share');
+  return path.join(xdg, 'lamina');
+}
+
+export interface ImageRecord {
+  id: Digest;
+  config: ImageConfig;
+  repoTags: string[];
+  repoDigests: string[];
+  /** Top layer chainID (undefined for an image without layers). */
+  topLayer?: Digest;
+  /** Sum of the image's layer sizes (Docker's Size). */
+  size: number;
+  /** imagedb metadata parent, if any. */
+  parent?: Digest;
+  lastUpdated?: string;
+}
+
+export type LoadEvent =
+  | { kind: 'layer-start'; index: number; count: number; diffID: Digest; storedSize?: number }
+  | { kind: 'layer-progress'; index: number; bytes: number; storedSize?: number; diffID: Digest }
+  | { kind: 'layer-done'; index: number; diffID: Digest; existed: boolean }
+  | { kind: 'tag-moved'; ref: string; from: Digest }
+  | { kind: 'loaded'; id: Digest; refs: string[] };
+
+export interface RemoveEvent { kind: 'untagged' | 'deleted'; value: string }
+
+export class Store {
+  readonly root: string;
+  readonly driver: Overlay2Driver;
+  readonly layers: LayerStore;
+  readonly images: ImageDB;
+  readonly repositories: Repositories;
+  readonly tmpDir: string;
+
+  private constructor(root: string) {
+    this.root = path.resolve(root);
+    this.driver = new Overlay2Driver(path.join(this.root, 'overlay2'));
+    const imageRoot = path.join(this.root, 'image', DRIVER);
+    this.layers = new LayerStore(path.join(imageRoot, 'layerdb'), this.driver);
+    this.images = new ImageDB(path.join(imageRoot, 'imagedb'));
+    this.repositories = new Repositories(path.join(imageRoot, 'repositories.json'));
+    this.tmpDir = path.join(this.root, 'tmp');
+  }
+
+  /** Opens (creating if needed) a root and finishes whatever an interrupted process left. */
+  static open(root: string = defaultRoot()): Store {
+    const s = new Store(root);
+    fs.mkdirSync(s.root, { recursive: true, mode: 0o710 });
+    s.driver.init();
+    fs.mkdirSync(path.join(s.root, 'image'), { recursive: true, mode: 0o700 });
+    fs.mkdirSync(path.join(s.root, 'image', DRIVER), { recursive: true, mode: 0o700 });
+    fs.mkdirSync(path.join(s.root, 'image', DRIVER, 'distribution'), { recursive: true, mode: 0o700 });
+    s.layers.init();
+    s.images.init();
+    fs.mkdirSync(s.tmpDir, { recursive: true, mode: 0o700 });
+    s.layers.recover();
+    for (const n of fs.readdirSync(s.tmpDir)) fs.rmSync(path.join(s.tmpDir, n), { recursive: true, force: true });
+    return s;
+  }
+
+  /** A fresh scratch directory under <root>/tmp; the caller removes it. */
+  scratchDir(prefix: string): string {
+    return fs.mkdtempSync(path.join(this.tmpDir, prefix + '-'));
+  }
+
+  // ---------------------------------------------------------------- images
+
+  /** Resolves a reference, a full or short image ID to an image ID (Docker's lookup order). */
+  resolveImage(refOrID: string): Digest {
+    const idMatch = /^(?:sha256:)?([0-9a-f]{64})$/.exec(refOrID);
+    if (idMatch && this.images.has('sha256:' + idMatch[1])) return 'sha256:' + idMatch[1];
+    let ref: Reference | undefined;
+    try {
+      ref = withDefaultTag(parseReference(refOrID));
+    } catch {
+      ref = undefined;
+    }
+    if (ref) {
+      const id = this.repositories.get(ref);
+      if (id && this.images.has(id)) return id;
+    }
+    const short = /^(?:sha256:)?([0-9a-f]{1,63})$/.exec(refOrID);
+    if (short) {
+      const matches = this.images.list().filter((id) => hex(id).startsWith(short[1]));
+      if (matches.length === 1) return matches[0];
+      if (matches.length > 1) throw new LaminaError('ECONFLICT', `image ID prefix "${refOrID}" is ambiguous: it matches ${matches.length} images`);
+    }
+    throw new LaminaError('ENOTFOUND', `No such image: ${refOrID}`);
+  }
+
+  image(id: Digest): ImageRecord {
+    const config = this.images.get(id);
+    const refs = this.repositories.referencesTo(id);
+    const chains = chainIDs(config.rootfs.diff_ids);
+    const topLayer = chains[chains.length - 1];
+    let size = 0;
+    for (const c of chains) size += this.layers.has(c) ? this.layers.get(c).size : 0;
+    const parent = this.images.getMetadata(id, 'parent');
+    return {
+      id,
+      config,
+      repoTags: refs.filter((r) => r.tag).map((r) => r.ref),
+      repoDigests: refs.filter((r) => r.digest).map((r) => r.ref),
+      topLayer,
+      size,
+      parent: parent || undefined,
+      lastUpdated: this.images.getMetadata(id, 'lastUpdated'),
+    };
+  }
+
+  listImages(): ImageRecord[] {
+    return this.images.list().map((id) => this.image(id));
+  }
+
+  /** Points TARGET at the image SOURCE resolves to (`lamina tag`). */
+  tag(source: string, target: string): Digest {
+    const id = this.resolveImage(source);
+    const ref = withDefaultTag(parseReference(target));
+    if (ref.digest) throw new LaminaError('EINVAL', `refusing to create a tag with a digest reference: ${target}`);
+    this.repositories.set(ref, id);
+    this.images.setMetadata(id, 'lastUpdated', goTime(new Date()));
+    return id;
+  }
+
+  // ---------------------------------------------------------------- load
+
+  /**
+   * `lamina load`: every image of a docker-archive or OCI layout. Layers already present (same
+   * chainID) are reused without reading them. On failure, layers this load created are removed
+   * again and no tag or config is written.
+   */
+  async load(file: string, onEvent: (e: LoadEvent) => void = () => {}): Promise<Array<{ id: Digest; refs: string[] }>> {
+    const scratch = this.scratchDir('load');
+    const created: Digest[] = [];
+    const results: Array<{ id: Digest; refs: string[] }> = [];
+    try {
+      const source = await openImageSource(file, { tmpDir: scratch });
+      try {
+        const plans = source.images.map((img) => {
+          const config = parseImageConfig(img.configBytes, img.configName);
+          const diffIDs = config.rootfs.diff_ids;
+          if (diffIDs.length !== img.layers.length) {
+            throw new LaminaError('EBADINPUT', `${img.configName} lists ${diffIDs.length} diff_ids but the archive has ${img.layers.length} layers for it`);
+          }
+          const refs = img.repoTags.map((t) => withDefaultTag(parseReference(t)));
+          return { img, config, diffIDs, refs };
+        });
+        for (const { img, diffIDs } of plans) {
+          let parent: Digest | undefined;
+          for (let i = 0; i < diffIDs.length; i++) {
+            const diffID = diffIDs[i];
+            const chain = computeChainID(parent, diffID);
+            const layer = img.layers[i];
+            onEvent({ kind: 'layer-start', index: i, count: diffIDs.length, diffID, storedSize: layer.storedSize });
+            if (this.layers.has(chain)) {
+              onEvent({ kind: 'layer-done', index: i, diffID, existed: true });
+              parent = chain;
+              continue;
+            }
+            const input = await layer.open();
+            const r = await this.layers.register(parent, input, {
+              expectDiffID: diffID,
+              label: `layer ${i} (${layer.name})`,
+              onProgress: (bytes) => onEvent({ kind: 'layer-progress', index: i, bytes, storedSize: layer.storedSize, diffID }),
+            });
+            if (r.created) created.push(r.layer.chainID);
+            onEvent({ kind: 'layer-done', index: i, diffID, existed: !r.created });
+            parent = chain;
+          }
+        }
+        for (const { img, refs } of plans) {
+          const id = this.images.put(img.configBytes);
+          const names: string[] = [];
+          for (const ref of refs) {
+            const prev = this.repositories.set(ref, id);
+            if (prev) onEvent({ kind: 'tag-moved', ref: familiarString(ref), from: prev });
+            names.push(familiarString(ref));
+          }
+          if (refs.length) this.images.setMetadata(id, 'lastUpdated', goTime(new Date()));
+          onEvent({ kind: 'loaded', id, refs: names });
+          results.push({ id, refs: names });
+        }
+      } finally {
+        await source.close();
+      }
+    } catch (e) {
+      for (const chain of created.reverse()) {
+        if (this.layers.has(chain) && !this.isLayerReferenced(chain)) this.layers.delete(chain);
+      }
+      throw e;
+    } finally {
+      fs.rmSync(scratch, { recursive: true, force: true });
+    }
+    return results;
+  }
+
+  /** A layer is referenced when an image's top layer is it or a child layer stands on it. */
+  private isLayerReferenced(chain: Digest): boolean {
+    if (this.layers.children(chain).length) return true;
+    return this.images.list().some((id) => {
+      const ids = this.images.get(id).rootfs.diff_ids;
+      return ids.length > 0 && chainIDs(ids)[ids.length - 1] === chain;
+    });
+  }
+
+  // ---------------------------------------------------------------- rmi
+
+  /**
+   * `lamina rmi`: untags the reference; when no reference is left (or an ID was given), deletes
+   * the image and every layer of its chain that no other image or layer still uses.
+   */
+  removeImage(refOrID: string, opts: { force?: boolean } = {}): RemoveEvent[] {
+    const id = this.resolveImage(refOrID);
+    const events: RemoveEvent[] = [];
+    const refs = this.repositories.referencesTo(id);
+    let byRef: Reference | undefined;
+    if (!/^(?:sha256:)?[0-9a-f]{1,64}$/.test(refOrID)) {
+      byRef = withDefaultTag(parseReference(refOrID));
+    }
+    if (byRef && this.repositories.get(byRef) === id) {
+      // Removing by name untags only, unless this was the last name.
+      this.repositories.delete(byRef);
+      events.push({ kind: 'untagged', value: familiarString(byRef) });
+      const rest = this.repositories.referencesTo(id);
+      if (rest.filter((r) => r.tag).length > 0) return events;
+      for (const r of rest) {
+        this.repositories.delete(parseReference(r.ref));
+        events.push({ kind: 'untagged', value: r.ref });
+      }
+    } else {
+      const tags = refs.filter((r) => r.tag);
+      if (tags.length > 1 && !opts.force) {
+        throw new LaminaError('ECONFLICT', `conflict: unable to delete ${hex(id).slice(0, 12)} (must be forced) - image is referenced in multiple repositories`);
+      }
+      for (const r of refs) {
+        this.repositories.delete(parseReference(r.ref));
+        events.push({ kind: 'untagged', value: r.ref });
+      }
+    }
+    const children = this.images.list().filter((other) => other !== id && this.images.getMetadata(other, 'parent') === id);
+    if (children.length) {
+      throw new LaminaError('EINUSE', `conflict: unable to delete ${hex(id).slice(0, 12)} (cannot be forced) - image has dependent child images`);
+    }
+    const config = this.images.get(id);
+    this.images.delete(id);
+    events.push({ kind: 'deleted', value: id });
+    const chains = chainIDs(config.rootfs.diff_ids);
+    for (let i = chains.length - 1; i >= 0; i--) {
+      const chain = chains[i];
+      if (!this.layers.has(chain) || this.isLayerReferenced(chain)) break;
+      this.layers.delete(chain);
+      events.push({ kind: 'deleted', value: chain });
+    }
+    return events;
+  }
+
+  // ---------------------------------------------------------------- save
+
+  /** `lamina save`: a docker-archive (Docker 20.10's layout) that `docker load` accepts. */
+  async save(refs: string[], out: Writable): Promise<void> {
+    const byID = new Map<Digest, DestImage>();
+    const order: DestImage[] = [];
+    for (const r of refs) {
+      const id = this.resolveImage(r);
+      let dest = byID.get(id);
+      if (!dest) {
+        const config = this.images.get(id);
+        const chains = chainIDs(config.rootfs.diff_ids);
+        const layers = [];
+        for (const chain of chains) {
+          if (!this.layers.has(chain)) throw new LaminaError('ENOTFOUND', `layer ${chain} of image ${id} is missing from the store`);
+          const layer = this.layers.get(chain);
+          layers.push({ diffID: layer.diffID, size: await this.layers.tarSize(chain), open: () => this.layers.openTar(chain) });
+        }
+        const parent = this.images.getMetadata(id, 'parent');
+        dest = { configBytes: this.images.getBytes(id), repoTags: [], layers, parent: parent || undefined };
+        byID.set(id, dest);
+        order.push(dest);
+      }
+      // A name given on the command line is saved with its tag; an ID saves the image untagged.
+      if (!/^(?:sha256:)?[0-9a-f]{1,64}$/.test(r)) {
+        const ref = withDefaultTag(parseReference(r));
+        const name = familiarString(ref);
+        if (!ref.digest && !dest.repoTags.includes(name)) dest.repoTags.push(name);
+      }
+    }
+    await writeDockerArchive(out, order);
+  }
+
+  /** save() into a file, written beside it and renamed so a failed save leaves no partial file. */
+  async saveToFile(refs: string[], file: string): Promise<void> {
+    const tmp = `${file}.lamina-${process.pid}.tmp`;
+    try {
+      const ws = fs.createWriteStream(tmp);
+      const closed = new Promise<void>((res, rej) => { ws.on('close', res); ws.on('error', rej); });
+      await this.save(refs, ws);
+      ws.end();
+      await closed;
+      fs.renameSync(tmp, file);
+    } catch (e) {
+      fs.rmSync(tmp, { force: true });
+      throw e;
+    }
+  }
+
+  // ---------------------------------------------------------------- paths
+
+  /** Docker's GraphDriver.Data for an image's top layer. */
+  graphDriverData(topLayer: Digest | undefined): Record<string, string> | null {
+    if (!topLayer) return null;
+    const layer: Layer = this.layers.get(topLayer);
+    const dir = this.driver.dir(layer.cacheID);
+    const data: Record<string, string> = {};
+    const lowers = this.driver.lowerDiffPaths(layer.cacheID);
+    if (lowers.length) data.LowerDir = lowers.join(':');
+    data.MergedDir = path.join(dir, 'merged');
+    data.UpperDir = path.join(dir, 'diff');
+    data.WorkDir = path.join(dir, 'work');
+    return data;
+  }
+}
+
