@@ -12,12 +12,12 @@ import { LaminaError } from './errors.js';
 import { chainID as computeChainID, chainIDs, hex, type Digest } from './digest/index.js';
 import { Overlay2Driver } from './overlay2/driver.js';
 import { LayerStore, type Layer } from './layers/store.js';
+import { ContainerStore, type Container } from './containers/store.js';
+import { dockerSize } from './archive/size.js';
 import { ImageDB, parseImageConfig, type ImageConfig } from './images/imagedb.js';
 import { Repositories } from './images/repositories.js';
 import { familiarString, parseReference, withDefaultTag, type Reference } from './images/reference.js';
-import { goTime } from './images/gojson.js';
-import { openImageSource } from './transports/index.js';
-import { writeDockerArchive } from './transports/docker-archive.js';
+import { goNow } from './images/gojson.js';
 import type { DestImage } from './transports/types.js';
 import type { Writable } from 'node:stream';
 
@@ -60,6 +60,7 @@ export class Store {
   readonly layers: LayerStore;
   readonly images: ImageDB;
   readonly repositories: Repositories;
+  readonly containers: ContainerStore;
   readonly tmpDir: string;
 
   private constructor(root: string) {
@@ -69,6 +70,7 @@ export class Store {
     this.layers = new LayerStore(path.join(imageRoot, 'layerdb'), this.driver);
     this.images = new ImageDB(path.join(imageRoot, 'imagedb'));
     this.repositories = new Repositories(path.join(imageRoot, 'repositories.json'));
+    this.containers = new ContainerStore(path.join(this.root, 'containers'), this.driver, this.layers);
     this.tmpDir = path.join(this.root, 'tmp');
   }
 
@@ -82,8 +84,10 @@ export class Store {
     fs.mkdirSync(path.join(s.root, 'image', DRIVER, 'distribution'), { recursive: true, mode: 0o700 });
     s.layers.init();
     s.images.init();
+    s.containers.init();
     fs.mkdirSync(s.tmpDir, { recursive: true, mode: 0o700 });
     s.layers.recover();
+    s.containers.recover();
     for (const n of fs.readdirSync(s.tmpDir)) fs.rmSync(path.join(s.tmpDir, n), { recursive: true, force: true });
     return s;
   }
@@ -148,7 +152,7 @@ export class Store {
     const ref = withDefaultTag(parseReference(target));
     if (ref.digest) throw new LaminaError('EINVAL', `refusing to create a tag with a digest reference: ${target}`);
     this.repositories.set(ref, id);
-    this.images.setMetadata(id, 'lastUpdated', goTime(new Date()));
+    this.images.setMetadata(id, 'lastUpdated', goNow());
     return id;
   }
 
@@ -164,6 +168,8 @@ export class Store {
     const created: Digest[] = [];
     const results: Array<{ id: Digest; refs: string[] }> = [];
     try {
+      // Loaded on demand: commands that never read an archive start faster without them.
+      const { openImageSource } = await import('./transports/index.js');
       const source = await openImageSource(file, { tmpDir: scratch });
       try {
         const plans = source.images.map((img) => {
@@ -206,7 +212,7 @@ export class Store {
             if (prev) onEvent({ kind: 'tag-moved', ref: familiarString(ref), from: prev });
             names.push(familiarString(ref));
           }
-          if (refs.length) this.images.setMetadata(id, 'lastUpdated', goTime(new Date()));
+          if (refs.length) this.images.setMetadata(id, 'lastUpdated', goNow());
           onEvent({ kind: 'loaded', id, refs: names });
           results.push({ id, refs: names });
         }
@@ -224,9 +230,13 @@ export class Store {
     return results;
   }
 
-  /** A layer is referenced when an image's top layer is it or a child layer stands on it. */
+  /**
+   * A layer is referenced when an image's top layer is it, a child layer stands on it, or a
+   * container's rw layer does.
+   */
   private isLayerReferenced(chain: Digest): boolean {
     if (this.layers.children(chain).length) return true;
+    if (this.layers.listMounts().some((c) => this.layers.getMount(c)?.parent === chain)) return true;
     return this.images.list().some((id) => {
       const ids = this.images.get(id).rootfs.diff_ids;
       return ids.length > 0 && chainIDs(ids)[ids.length - 1] === chain;
@@ -243,6 +253,12 @@ export class Store {
     const id = this.resolveImage(refOrID);
     const events: RemoveEvent[] = [];
     const refs = this.repositories.referencesTo(id);
+    const users = this.containers.usersOf(id);
+    const lastName = refs.filter((r) => r.tag).length <= 1;
+    if (users.length && !opts.force && lastName) {
+      const what = /^(?:sha256:)?[0-9a-f]{1,64}$/.test(refOrID) ? `delete ${hex(id).slice(0, 12)} (must be forced) - image is being used by stopped container ${users[0].id.slice(0, 12)}` : `remove repository reference "${refOrID}" (must force) - container ${users[0].id.slice(0, 12)} is using its referenced image ${hex(id).slice(0, 12)}`;
+      throw new LaminaError('EINUSE', `conflict: unable to ${what}`);
+    }
     let byRef: Reference | undefined;
     if (!/^(?:sha256:)?[0-9a-f]{1,64}$/.test(refOrID)) {
       byRef = withDefaultTag(parseReference(refOrID));
@@ -267,6 +283,8 @@ export class Store {
         events.push({ kind: 'untagged', value: r.ref });
       }
     }
+    // An image a container still uses stays (untagged, as Docker leaves it with -f).
+    if (users.length) return events;
     const children = this.images.list().filter((other) => other !== id && this.images.getMetadata(other, 'parent') === id);
     if (children.length) {
       throw new LaminaError('EINUSE', `conflict: unable to delete ${hex(id).slice(0, 12)} (cannot be forced) - image has dependent child images`);
@@ -314,6 +332,7 @@ export class Store {
         if (!ref.digest && !dest.repoTags.includes(name)) dest.repoTags.push(name);
       }
     }
+    const { writeDockerArchive } = await import('./transports/docker-archive.js');
     await writeDockerArchive(out, order);
   }
 
@@ -331,6 +350,24 @@ export class Store {
       fs.rmSync(tmp, { force: true });
       throw e;
     }
+  }
+
+  // ---------------------------------------------------------------- containers
+
+  /** Docker's container SIZE: the size formula over the rw layer's diff/. */
+  containerSize(c: Container): number {
+    return dockerSize(this.driver.diffPath(c.mount.mountID));
+  }
+
+  /** `lamina rm`: refuses a running container unless forced; the rw and init layers go too. */
+  async removeContainer(idOrName: string, opts: { force?: boolean } = {}): Promise<string> {
+    const id = this.containers.resolve(idOrName);
+    const c = this.containers.get(id);
+    if (c.config.State.Running && !opts.force) {
+      throw new LaminaError('EINUSE', `You cannot remove a running container ${id}. Stop the container before attempting removal or force remove`);
+    }
+    this.containers.remove(id);
+    return id;
   }
 
   // ---------------------------------------------------------------- paths

@@ -15,6 +15,7 @@ program
   .description("Docker's overlay2 storage, daemonless: load, inspect, save and remove images in Docker's exact on-disk layout")
   .option('--root <dir>', 'root of the lamina store (default: $LAMINA_ROOT, /var/lib/lamina as root, else $XDG_DATA_HOME/lamina)')
   .version('0.1.0', '-v, --version')
+  .enablePositionalOptions()
   .showHelpAfterError(false)
   .exitOverride();
 
@@ -27,7 +28,12 @@ async function images() {
   return import('./images.js');
 }
 
+async function containers() {
+  return import('./containers.js');
+}
+
 let exitCode = 0;
+const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 function addLoad(cmd: Command): Command {
   return cmd
@@ -91,7 +97,66 @@ addHistory(program.command('history'));
 addTag(program.command('tag'));
 addSave(program.command('save'));
 addRmi(program.command('rmi'));
-addInspect(program.command('inspect'));
+program
+  .command('inspect')
+  .description('Return low-level information on containers or images')
+  .argument('<name...>')
+  .option('-f, --format <format>', 'format the output using a Go template')
+  .option('--type <type>', 'return JSON for the specified type (container or image)')
+  .action(async (names, opts) => { exitCode = (await containers()).inspectCommand(await store(), names, opts); });
+
+function addCreate(cmd: Command): Command {
+  return cmd
+    .description('Create a new container')
+    .argument('<image>').argument('[command...]')
+    .option('--name <name>', 'assign a name to the container')
+    .option('--entrypoint <cmd>', 'overwrite the default ENTRYPOINT of the image')
+    .option('-e, --env <KEY=VALUE>', 'set environment variables', collect)
+    .option('-w, --workdir <dir>', 'working directory inside the container')
+    .option('-u, --user <user>', 'username or UID')
+    .option('-h, --hostname <name>', 'container host name')
+    .option('--network <mode>', 'network mode (none, host)')
+    .option('-v, --volume <HOST:CTR[:ro]>', 'bind mount a volume', collect)
+    .option('--read-only', "mount the container's root filesystem as read only")
+    .option('-t, --tty', 'allocate a pseudo-TTY')
+    .option('-i, --interactive', 'keep STDIN open')
+    .option('-l, --label <KEY=VALUE>', 'set metadata on a container', collect)
+    .passThroughOptions()
+    .action(async (image, cmd, opts) => (await containers()).createCommand(await store(), image, cmd, opts));
+}
+function addPs(cmd: Command): Command {
+  return cmd
+    .description('List containers')
+    .option('-a, --all', 'show all containers (default shows just running)')
+    .option('-q, --quiet', 'only display container IDs')
+    .option('-s, --size', 'display total file sizes')
+    .option('-l, --latest', 'show the latest created container')
+    .option('--no-trunc', "don't truncate output")
+    .option('--format <format>', "'json', or a Go template")
+    .action(async (opts) => (await containers()).psCommand(await store(), { ...opts, noTrunc: opts.trunc === false }));
+}
+function addRename(cmd: Command): Command {
+  return cmd.description('Rename a container').argument('<container>').argument('<new-name>')
+    .action(async (a, b) => (await containers()).renameCommand(await store(), a, b));
+}
+function addRm(cmd: Command): Command {
+  return cmd.description('Remove one or more containers').argument('<container...>')
+    .option('-f, --force', 'force the removal of a running container')
+    .action(async (names, opts) => { exitCode = await (await containers()).rmCommand(await store(), names, opts); });
+}
+
+addCreate(program.command('create'));
+addPs(program.command('ps'));
+addRename(program.command('rename'));
+addRm(program.command('rm'));
+const container = program.command('container').description('Manage containers').enablePositionalOptions();
+addCreate(container.command('create'));
+addPs(container.command('ls').alias('list').alias('ps'));
+addRename(container.command('rename'));
+addRm(container.command('rm').alias('remove'));
+container.command('inspect').description('Display detailed information on one or more containers').argument('<container...>')
+  .option('-f, --format <format>', 'format the output using a Go template')
+  .action(async (names, opts) => { exitCode = (await containers()).inspectCommand(await store(), names, { ...opts, type: 'container' }); });
 
 const image = program.command('image').description('Manage images');
 addLoad(image.command('load'));

@@ -398,3 +398,9 @@ function civilFromDays(z: number): [number, number, number] {
   const m = mp < 10 ? mp + 3 : mp - 9;
   return [era * 400 + yoe + (m <= 2 ? 1 : 0), m, d];
 }
+
+/** The current time with sub-millisecond digits, as Go's time.Now() would marshal it. */
+export function goNow(): string {
+  const ns = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
+  return goTime({ sec: Number(ns / 1_000_000_000n), nsec: Number(ns % 1_000_000_000n) });
+}

@@ -10,8 +10,7 @@ import type { Readable } from 'node:stream';
 import { LaminaError } from '../errors.js';
 import { chainID as computeChainID, hex, type Digest } from '../digest/index.js';
 import { Overlay2Driver, generateID } from '../overlay2/driver.js';
-import { applyLayer } from '../archive/apply.js';
-import { TarSplitRecorder, assembleTar, readTarSplit, tarSizeFromTarSplit } from '../tar/tarsplit.js';
+import type * as TarSplit from '../tar/tarsplit.js';
 import { readOptional } from '../fsutil.js';
 
 export interface Layer {
@@ -33,6 +32,14 @@ export interface RegisterOptions {
 }
 
 const TARSPLIT = 'tar-split.json.gz';
+
+/** layerdb/mounts/<container>: the container's init and rw layer dirs and its image's top layer. */
+export interface MountRecord {
+  mountID: string;
+  initID: string;
+  /** chainID of the image's top layer (absent for an image without layers). */
+  parent?: Digest;
+}
 
 export class LayerStore {
   readonly dir: string;
@@ -133,6 +140,8 @@ export class LayerStore {
     let published = false;
     try {
       ({ createdCommitted } = this.driver.create(cacheID, parentLayer?.cacheID));
+      // Loaded on demand, so commands that never apply a layer start faster.
+      const [{ applyLayer }, { TarSplitRecorder }] = await Promise.all([import('../archive/apply.js'), loadTarSplit()]);
       const tarSplitOut = fs.createWriteStream(path.join(stage, TARSPLIT), { mode: 0o644 });
       const recorder = new TarSplitRecorder(tarSplitOut);
       const result = await applyLayer(input, this.driver.diffPath(cacheID), { visitors: [recorder], onProgress: opts.onProgress });
@@ -181,6 +190,48 @@ export class LayerStore {
     fs.rmSync(removing, { recursive: true, force: true });
   }
 
+  // ---------------------------------------------------------------- container rw layers
+
+  private mountDir(container: string): string {
+    if (!/^[0-9a-f]{64}$/.test(container)) throw new LaminaError('EINVAL', `invalid container id "${container}"`);
+    return path.join(this.dir, 'mounts', container);
+  }
+
+  /**
+   * Records a container's rw layer (moby's CreateRWLayer): mounts/<container>/{init-id,
+   * mount-id,parent}, written in a staging dir and published with one rename.
+   */
+  saveMount(container: string, m: MountRecord): void {
+    const stage = path.join(this.tmpDir, `mount-${randomBytes(8).toString('hex')}`);
+    fs.mkdirSync(stage, { mode: 0o755 });
+    try {
+      fs.writeFileSync(path.join(stage, 'init-id'), m.initID, { mode: 0o644 });
+      fs.writeFileSync(path.join(stage, 'mount-id'), m.mountID, { mode: 0o644 });
+      if (m.parent) fs.writeFileSync(path.join(stage, 'parent'), m.parent, { mode: 0o644 });
+      fs.chmodSync(stage, 0o755);
+      fs.renameSync(stage, this.mountDir(container));
+    } catch (e) {
+      fs.rmSync(stage, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  getMount(container: string): MountRecord | undefined {
+    const dir = this.mountDir(container);
+    const mountID = readOptional(path.join(dir, 'mount-id'));
+    if (mountID === undefined) return undefined;
+    return { mountID, initID: readOptional(path.join(dir, 'init-id')) ?? '', parent: readOptional(path.join(dir, 'parent')) || undefined };
+  }
+
+  /** Container ids that have an rw layer record. */
+  listMounts(): string[] {
+    return safeReaddir(path.join(this.dir, 'mounts')).filter((n) => /^[0-9a-f]{64}$/.test(n));
+  }
+
+  deleteMount(container: string): void {
+    fs.rmSync(this.mountDir(container), { recursive: true, force: true });
+  }
+
   /** The tar-split record of a layer (gzip bytes as stored). */
   tarSplitPath(chain: Digest): string {
     return path.join(this.layerDir(chain), TARSPLIT);
@@ -188,15 +239,22 @@ export class LayerStore {
 
   /** Exact byte length of the layer tar, from tar-split alone. */
   async tarSize(chain: Digest): Promise<number> {
-    return tarSizeFromTarSplit(readTarSplit(fs.readFileSync(this.tarSplitPath(chain))));
+    const { tarSizeFromTarSplit } = await loadTarSplit();
+    return tarSizeFromTarSplit(fs.readFileSync(this.tarSplitPath(chain)));
   }
 
   /** Streams the original layer tar, byte for byte, from diff/ + tar-split. */
-  openTar(chain: Digest): Readable {
+  async openTar(chain: Digest): Promise<Readable> {
+    const { assembleTar, readTarSplit } = await loadTarSplit();
     const layer = this.get(chain);
     const diff = this.driver.diffPath(layer.cacheID);
     return assembleTar(readTarSplit(fs.readFileSync(this.tarSplitPath(chain))), diff);
   }
+}
+
+let tarSplitModule: Promise<typeof TarSplit> | undefined;
+function loadTarSplit(): Promise<typeof TarSplit> {
+  return (tarSplitModule ??= import('../tar/tarsplit.js'));
 }
 
 function safeReaddir(dir: string): string[] {

@@ -37,6 +37,36 @@ export function generateID(): string {
   return randomBytes(32).toString('hex');
 }
 
+/**
+ * What a layer's view would be, as data (mounts are data): a backend (kernel overlayfs,
+ * fuse-overlayfs, the userspace union engine) turns it into a view at `target`.
+ * Paths are relative to `home` (the overlay2 dir), as Docker's short mount strings are.
+ */
+export interface MountSpec {
+  /** The layer directory name under overlay2/ (cache-id or mount-id). */
+  id: string;
+  /** Absolute path of the overlay2 dir; every relative path below is relative to it. */
+  home: string;
+  /**
+   * Lower dirs, nearest first. For an rw mount they are the `l/<LID>` links of the layers
+   * below; for a read-only mount of a committed layer the first one is the layer's own
+   * `<id>/diff` (as moby does).
+   */
+  lowers: string[];
+  /** `<id>/diff` for an rw mount; undefined for a read-only one. */
+  upper?: string;
+  /** `<id>/work` for an rw mount. */
+  work?: string;
+  /** `<id>/merged`, where the view appears. */
+  target: string;
+  readonly: boolean;
+  /**
+   * Set when the layer needs no mount at all: a bottom layer (no `lower` file) is used as its
+   * `diff/` directly, as moby's Get() returns it.
+   */
+  direct?: string;
+}
+
 export interface LayerDirInfo {
   id: string;
   link: string;
@@ -136,6 +166,19 @@ export class Overlay2Driver {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
     return { id, link, lower };
+  }
+
+  /** moby's Get(): how the layer would be mounted (see MountSpec). */
+  mountSpec(id: string): MountSpec {
+    const info = this.info(id);
+    const dir = this.dir(id);
+    const base = { id, home: this.home, target: `${id}/merged` };
+    if (info.lower.length === 0) return { ...base, lowers: [], readonly: false, direct: path.join(dir, 'diff') };
+    const lowers = info.lower.map((l) => `${LINK_DIR}/${l}`);
+    if (fs.existsSync(path.join(dir, 'committed'))) {
+      return { ...base, lowers: [`${id}/diff`, ...lowers], readonly: true };
+    }
+    return { ...base, lowers, upper: `${id}/diff`, work: `${id}/work`, readonly: false };
   }
 
   /** Resolves a short link name to the layer id it points at. */

@@ -242,7 +242,7 @@ function header(name: string, typeflag: string, mode: number, size: number, mtim
 async function copyLayer(sink: Sink, layer: DestLayer, verify: boolean): Promise<void> {
   const hash = verify ? createHash('sha256') : null;
   let n = 0;
-  const src = layer.open();
+  const src = await layer.open();
   for await (const chunk of src as AsyncIterable<Buffer>) {
     n += chunk.length;
     if (n > layer.size) {

@@ -45,7 +45,7 @@ export interface DestLayer {
   /** Exact byte length of the uncompressed layer tar. */
   size: number;
   /** Streams the layer tar byte for byte (replayed from diff/ + tar-split). */
-  open(): Readable;
+  open(): Readable | Promise<Readable>;
 }
 
 export interface DestImage {
