@@ -13,6 +13,10 @@ const benchmarks: Record<string, { about: string; run: () => Promise<void> }> = 
     about: 'lamina load of refapp (vs docker load) and of a large layer (vs GNU tar -x), tmpfs and ext4',
     run: async () => (await import('./load.js')).main(),
   },
+  mount: {
+    about: 'mount+umount of 12/128/200-lower containers in-process (bench/mount.ts)',
+    run: async () => (await import('./mount.js')).main(),
+  },
   registry: {
     about: 'lamina pull/push against a local docker-registry vs skopeo (bench/registry.ts)',
     run: async () => (await import('./registry.js')).main(),

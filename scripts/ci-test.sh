@@ -9,6 +9,8 @@ command -v zstd >/dev/null || need+=(zstd)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v umoci >/dev/null || need+=(umoci)
+{ command -v fuse-overlayfs && command -v fusermount3; } >/dev/null || need+=(fuse-overlayfs fuse3)
+command -v docker-registry >/dev/null || need+=(docker-registry)
 if [ "${#need[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

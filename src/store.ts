@@ -359,15 +359,47 @@ export class Store {
     return dockerSize(this.driver.diffPath(c.mount.mountID));
   }
 
-  /** `lamina rm`: refuses a running container unless forced; the rw and init layers go too. */
+  /**
+   * `lamina rm`: refuses a running or mounted container unless forced (-f stops nothing yet
+   * but drops every mount reference, whichever process took it); then the record, the mounts
+   * entry and the init and rw layers go.
+   */
   async removeContainer(idOrName: string, opts: { force?: boolean } = {}): Promise<string> {
     const id = this.containers.resolve(idOrName);
     const c = this.containers.get(id);
     if (c.config.State.Running && !opts.force) {
       throw new LaminaError('EINUSE', `You cannot remove a running container ${id}. Stop the container before attempting removal or force remove`);
     }
+    const { forceUnmount, mountCount } = await import('./mount/index.js');
+    if (this.driver.exists(c.mount.mountID)) {
+      const spec = this.driver.mountSpec(c.mount.mountID);
+      const refs = mountCount(spec);
+      if (refs > 0 && !opts.force) {
+        throw new LaminaError('EINUSE', `You cannot remove a mounted container ${id} (${refs} mount reference${refs > 1 ? 's' : ''}). Unmount it with "lamina umount" or force remove`);
+      }
+      if (refs > 0) forceUnmount(spec);
+    }
     this.containers.remove(id);
     return id;
+  }
+
+  /** `lamina mount`: Docker's Get() on the container's rw layer; the view stays until umount. */
+  async mountContainer(idOrName: string, opts: { backend?: 'kernel' | 'fuse-overlayfs' | 'auto' } = {}): Promise<{ id: string; path: string; backend: string }> {
+    const id = this.containers.resolve(idOrName);
+    const c = this.containers.get(id);
+    const { mountLayer } = await import('./mount/index.js');
+    const r = mountLayer(this.driver.mountSpec(c.mount.mountID), { backend: opts.backend ?? 'auto' });
+    return { id, path: r.path, backend: r.backend };
+  }
+
+  /** `lamina umount`: drops one reference; the last one unmounts and removes merged/. */
+  async unmountContainer(idOrName: string): Promise<{ id: string; unmounted: boolean }> {
+    const id = this.containers.resolve(idOrName);
+    const c = this.containers.get(id);
+    const { unmountLayer, mountCount } = await import('./mount/index.js');
+    const spec = this.driver.mountSpec(c.mount.mountID);
+    if (mountCount(spec) === 0) throw new LaminaError('EINVAL', `container ${id} is not mounted`);
+    return { id, ...unmountLayer(spec) };
   }
 
   // ---------------------------------------------------------------- paths

@@ -129,3 +129,35 @@ export async function rmCommand(store: Store, names: string[], opts: { force?: b
   }
   return rc;
 }
+
+export async function mountCommand(store: Store, names: string[], opts: { backend?: string }): Promise<void> {
+  if (names.length === 0) {
+    // Like podman mount with no argument: the mounted containers and their merged dirs.
+    const { mountCount } = await import('../mount/index.js');
+    for (const c of store.containers.list()) {
+      if (mountCount(store.driver.mountSpec(c.mount.mountID)) > 0) out(`${shortID(c.id)}  ${path.join(store.driver.dir(c.mount.mountID), 'merged')}\n`);
+    }
+    return;
+  }
+  for (const n of names) {
+    const r = await store.mountContainer(n, { backend: (opts.backend as 'kernel' | 'fuse-overlayfs' | 'auto' | undefined) ?? 'auto' });
+    out(r.path + '\n');
+    // Which backend made the view goes to stderr, so `cd $(lamina mount c)` keeps working.
+    process.stderr.write(`mounted with ${r.backend === 'kernel' ? 'kernel overlayfs' : r.backend}\n`);
+  }
+}
+
+export async function umountCommand(store: Store, names: string[]): Promise<number> {
+  let rc = 0;
+  for (const n of names) {
+    try {
+      await store.unmountContainer(n);
+      out(n + '\n');
+    } catch (e) {
+      if (!(e instanceof LaminaError)) throw e;
+      process.stderr.write(`Error: ${e.message}\n`);
+      rc = 1;
+    }
+  }
+  return rc;
+}

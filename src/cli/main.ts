@@ -2,6 +2,7 @@
 // lamina's command line. Each command group lives in its own module, loaded only when that
 // command runs, so start-up stays close to Node's own.
 import { Command, CommanderError } from 'commander';
+import { registerChangeCommands } from './changes.js';
 
 // A closed pipe (`lamina images | head -1`) ends the command quietly, as with other CLIs.
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {
@@ -145,7 +146,19 @@ function addRm(cmd: Command): Command {
     .action(async (names, opts) => { exitCode = await (await containers()).rmCommand(await store(), names, opts); });
 }
 
+function addMount(cmd: Command): Command {
+  return cmd.description("Mount a container's root filesystem and print its merged path").argument('[container...]')
+    .option('--backend <name>', 'kernel, fuse-overlayfs or auto', 'auto')
+    .action(async (names, opts) => (await containers()).mountCommand(await store(), names, opts));
+}
+function addUmount(cmd: Command): Command {
+  return cmd.description("Unmount a container's root filesystem (the last reference removes merged/)").argument('<container...>')
+    .action(async (names) => { exitCode = await (await containers()).umountCommand(await store(), names); });
+}
+
 addCreate(program.command('create'));
+addMount(program.command('mount'));
+addUmount(program.command('umount').alias('unmount'));
 addPs(program.command('ps'));
 addRename(program.command('rename'));
 addRm(program.command('rm'));
@@ -154,6 +167,8 @@ addCreate(container.command('create'));
 addPs(container.command('ls').alias('list').alias('ps'));
 addRename(container.command('rename'));
 addRm(container.command('rm').alias('remove'));
+addMount(container.command('mount'));
+addUmount(container.command('umount').alias('unmount'));
 container.command('inspect').description('Display detailed information on one or more containers').argument('<container...>')
   .option('-f, --format <format>', 'format the output using a Go template')
   .action(async (names, opts) => { exitCode = (await containers()).inspectCommand(await store(), names, { ...opts, type: 'container' }); });
@@ -166,6 +181,8 @@ addHistory(image.command('history'));
 addTag(image.command('tag'));
 addSave(image.command('save'));
 addRmi(image.command('rm').alias('remove'));
+
+registerChangeCommands(program, store);
 
 program
   .command('demo')

@@ -110,7 +110,7 @@ export class Overlay2Driver {
     let parentInfo: LayerDirInfo | undefined;
     if (parent) {
       parentInfo = this.info(parent);
-      if (parentInfo.lower.length + 1 >= MAX_DEPTH) {
+      if (parentInfo.lower.length + 1 > MAX_DEPTH) {
         throw new LaminaError('EUNSUPPORTED', `cannot create layer ${id}: max depth of ${MAX_DEPTH} layers exceeded`);
       }
     }

@@ -9,7 +9,7 @@ const require = createRequire(import.meta.url);
 type Fn = (...args: unknown[]) => number | bigint;
 interface Libc {
   mknod: Fn; lsetxattr: Fn; lgetxattr: Fn; llistxattr: Fn; lremovexattr: Fn;
-  utimensat: Fn; mount: Fn; umount2: Fn; renameat2: Fn; getdents64: Fn; syscall: Fn; errno: () => number;
+  utimensat: Fn; futimens: Fn; mount: Fn; umount2: Fn; renameat2: Fn; getdents64: Fn; syscall: Fn; errno: () => number;
 }
 
 let libc: Libc | undefined;
@@ -26,6 +26,7 @@ function lib(): Libc {
     llistxattr: c.func('intptr_t llistxattr(const char *path, _Out_ void *list, size_t size)'),
     lremovexattr: c.func('int lremovexattr(const char *path, const char *name)'),
     utimensat: c.func('int utimensat(int dirfd, const char *path, const int32_t *times, int flags)'),
+    futimens: c.func('int futimens(int fd, const int32_t *times)'),
     mount: c.func('int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const char *data)'),
     umount2: c.func('int umount2(const char *target, int flags)'),
     renameat2: c.func('int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)'),
@@ -158,6 +159,18 @@ export function lutimesNs(path: SysPath, atime: [number, number] | undefined, mt
   check(lib().utimensat(AT_FDCWD, path, timesBuf, AT_SYMLINK_NOFOLLOW), 'utimensat', path);
 }
 
+/**
+ * Sets atime and mtime with nanosecond precision on an open file (futimens(3)): no path lookup,
+ * so cheaper than lutimesNs when the fd is at hand. Times as for lutimesNs.
+ */
+export function futimesNs(fd: number, atime: [number, number] | undefined, mtime: [number, number] | undefined): void {
+  putInt64(0, atime ? atime[0] : 0);
+  putInt64(2, atime ? atime[1] : UTIME_OMIT);
+  putInt64(4, mtime ? mtime[0] : 0);
+  putInt64(6, mtime ? mtime[1] : UTIME_OMIT);
+  check(lib().futimens(fd, timesBuf), 'futimens');
+}
+
 export function mount(source: string, target: string, fstype: string, flags: number, data: string | null): void {
   check(lib().mount(source, target, fstype, flags, data), 'mount', target);
 }
@@ -198,4 +211,63 @@ export function openat2(dirFd: number, relPath: SysPath, flags: number, resolve:
   openHow[2] = BigInt(resolve);
   const ret = lib().syscall(SYS_openat2, 'int', dirFd, 'const char *', relPath, 'void *', openHow, 'size_t', 24);
   return check(ret, 'openat2', relPath);
+}
+
+// ---------------------------------------------------------------- mount API and flock
+// Added for src/mount: the new mount API (kernel 5.2+; overlayfs's `lowerdir+` needs 6.8+) lets
+// a mount take one lower layer per call instead of one page-limited string, and flock guards the
+// on-disk mount reference counts. All go through the variadic syscall (x86-64 numbers).
+const SYS_close = 3;
+const SYS_flock = 73;
+const SYS_move_mount = 429;
+const SYS_fsopen = 430;
+const SYS_fsconfig = 431;
+const SYS_fsmount = 432;
+
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
+export const FSOPEN_CLOEXEC = 1;
+export const FSMOUNT_CLOEXEC = 1;
+export const FSCONFIG_SET_FLAG = 0;
+export const FSCONFIG_SET_STRING = 1;
+export const FSCONFIG_SET_FD = 5;
+export const FSCONFIG_CMD_CREATE = 6;
+export const MOVE_MOUNT_F_EMPTY_PATH = 4;
+
+/** flock(2) on an open fd; LOCK_EX/LOCK_SH block until granted (LOCK_NB: EWOULDBLOCK instead). */
+export function flock(fd: number, op: number): void {
+  check(lib().syscall(SYS_flock, 'int', fd, 'int', op), 'flock');
+}
+
+/** fsopen(2): a file-system context fd for `fsname` (e.g. "overlay"); close it with fs.closeSync. */
+export function fsopen(fsname: string, flags = FSOPEN_CLOEXEC): number {
+  return check(lib().syscall(SYS_fsopen, 'const char *', fsname, 'unsigned int', flags), 'fsopen', fsname);
+}
+
+/**
+ * fsconfig(2). `value` is the string for FSCONFIG_SET_STRING (at most 255 bytes), null
+ * otherwise; `aux` is the fd for FSCONFIG_SET_FD. `key` is named in the error.
+ */
+export function fsconfig(fd: number, cmd: number, key: string | null, value: string | null, aux = 0): void {
+  check(lib().syscall(SYS_fsconfig, 'int', fd, 'unsigned int', cmd, 'const char *', key, 'const char *', value, 'int', aux), 'fsconfig', key ?? undefined);
+}
+
+/** fsmount(2): turns a created context into a detached mount; returns its fd. */
+export function fsmount(fsfd: number, flags = FSMOUNT_CLOEXEC, attrFlags = 0): number {
+  return check(lib().syscall(SYS_fsmount, 'int', fsfd, 'unsigned int', flags, 'unsigned int', attrFlags), 'fsmount');
+}
+
+/** move_mount(2) of the detached mount `mountFd` onto `target`. */
+export function moveMountTo(mountFd: number, target: string): void {
+  check(lib().syscall(SYS_move_mount, 'int', mountFd, 'const char *', '', 'int', AT_FDCWD, 'const char *', target, 'unsigned int', MOVE_MOUNT_F_EMPTY_PATH), 'move_mount', target);
+}
+
+/**
+ * close(2) for fds that came from these syscalls (fsopen, fsmount): in a worker thread Node warns
+ * when fs.closeSync closes an fd its own fs module did not open.
+ */
+export function closeFd(fd: number): void {
+  check(lib().syscall(SYS_close, 'int', fd), 'close');
 }
