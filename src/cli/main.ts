@@ -2,7 +2,6 @@
 // lamina's command line. Each command group lives in its own module, loaded only when that
 // command runs, so start-up stays close to Node's own.
 import { Command, CommanderError } from 'commander';
-import { registerChangeCommands } from './changes.js';
 
 // A closed pipe (`lamina images | head -1`) ends the command quietly, as with other CLIs.
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {
@@ -182,7 +181,6 @@ addTag(image.command('tag'));
 addSave(image.command('save'));
 addRmi(image.command('rm').alias('remove'));
 
-registerChangeCommands(program, store);
 
 program
   .command('demo')
