@@ -2,6 +2,7 @@
 // lamina's command line. Each command group lives in its own module, loaded only when that
 // command runs, so start-up stays close to Node's own.
 import { Command, CommanderError } from 'commander';
+import { registerRegistryCommands } from './registry.js';
 
 // A closed pipe (`lamina images | head -1`) ends the command quietly, as with other CLIs.
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {
@@ -181,6 +182,7 @@ addTag(image.command('tag'));
 addSave(image.command('save'));
 addRmi(image.command('rm').alias('remove'));
 
+registerRegistryCommands(program, store);
 
 program
   .command('demo')
