@@ -13,6 +13,14 @@ const benchmarks: Record<string, { about: string; run: () => Promise<void> }> = 
     about: 'lamina load of refapp (vs docker load) and of a large layer (vs GNU tar -x), tmpfs and ext4',
     run: async () => (await import('./load.js')).main(),
   },
+  containers: {
+    about: "create/rm/diff/commit as whole processes vs Docker's figures (spec §13)",
+    run: async () => (await import('./containers.js')).main(),
+  },
+  union: {
+    about: 'userspace overlay engine vs kernel overlay, fuse-overlayfs and ext4 (walk+stat, read all)',
+    run: async () => (await import('./union.js')).main(),
+  },
   mount: {
     about: 'mount+umount of 12/128/200-lower containers in-process (bench/mount.ts)',
     run: async () => (await import('./mount.js')).main(),

@@ -101,6 +101,63 @@ export async function demoCommand(store: Store): Promise<void> {
   say();
   say(dim('UpperDir is the top layer; LowerDir the others, nearest first. A container adds an -init layer and a'));
   say(dim('read-write layer on top, and the kernel joins them at MergedDir.'));
+  await containerTour(store, repoTag);
   say();
-  say(`Next: lamina images, lamina history ${repoTag}, lamina save -o demo.tar ${repoTag}, lamina rmi ${repoTag}`);
+  say(`Next: lamina images, lamina history ${repoTag}, lamina ps -a, lamina save -o demo.tar ${repoTag}, lamina rmi ${repoTag}`);
+}
+
+/**
+ * Part two: a container on the image. Files are written, changed and deleted through the
+ * merged view the kernel mounts, and we watch them land in the rw layer's diff/.
+ */
+async function containerTour(store: Store, repoTag: string): Promise<void> {
+  const { createContainer } = await import('./containers.js');
+  const c = createContainer(store, repoTag, [], { name: `lamina-demo-${Date.now().toString(36)}` });
+  const { mountID, initID } = c.mount;
+  section(6, `A container: lamina create ${repoTag}  ->  ${shortID(c.id)} (${c.config.Name.slice(1)})`);
+  say(`Its init layer ${initID.slice(0, 12)}…-init holds the files Docker bind-mounts over at start:`);
+  for (const line of listDiff(store.driver.diffPath(initID))) say(`      ${line}`);
+  say(`Its rw layer ${mountID.slice(0, 12)}…/ starts empty; lower = init layer + the image's layers:`);
+  say(`    lower: ${fs.readFileSync(path.join(store.driver.dir(mountID), 'lower'), 'utf8')}`);
+
+  let merged: string;
+  let backend: string;
+  try {
+    ({ path: merged, backend } = await store.mountContainer(c.id));
+  } catch (e) {
+    say();
+    say(dim(`(mounting needs root or fuse-overlayfs: ${(e as Error).message}; the rest of the tour is skipped)`));
+    return;
+  }
+  try {
+    section(7, `lamina mount: ${backend === 'kernel' ? 'kernel overlayfs' : backend} at ${merged}`);
+    const opts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === merged);
+    if (opts) say(dim('  ' + opts.slice(opts.indexOf(' - ') + 3).split(',').join(',\n      ')));
+    say('Through merged/ we write a new file, change a lower file and delete one:');
+    fs.writeFileSync(path.join(merged, 'app/new-in-container.txt'), 'written inside the container\n');
+    fs.appendFileSync(path.join(merged, 'etc/os-release'), 'DEMO_CHANGED=yes\n');
+    fs.rmSync(path.join(merged, 'etc/motd'));
+    say('  echo … > /app/new-in-container.txt;  echo DEMO_CHANGED=yes >> /etc/os-release;  rm /etc/motd');
+    say(`The rw layer's diff/ now holds (copy-up of os-release, a whiteout for motd):`);
+    for (const line of listDiff(store.driver.diffPath(mountID))) say(`      ${line}`);
+  } finally {
+    await store.unmountContainer(c.id);
+  }
+
+  const { containerChanges, KIND_LETTER } = await import('../containers/diff.js');
+  section(8, `lamina diff ${c.config.Name.slice(1)}  (computed from diff/ alone)`);
+  for (const ch of containerChanges(store, store.containers.get(c.id))) say(`  ${KIND_LETTER[ch.kind]} ${ch.path}`);
+
+  const { commitContainer } = await import('../containers/commit.js');
+  const committedTag = repoTag.replace(/:[^:/]*$/, '') + ':committed';
+  const r = await commitContainer(store, c.id, { reference: committedTag, message: 'made by lamina demo' });
+  section(9, `lamina commit ${c.config.Name.slice(1)} ${committedTag}  ->  ${r.id}`);
+  const img = store.image(r.id);
+  const chains = chainIDs(img.config.rootfs.diff_ids);
+  const top = store.layers.get(chains[chains.length - 1]);
+  say(`The diff/ became a layer tar in Docker's format (whiteout -> .wh.motd), diffID ${shortID(top.diffID)}…,`);
+  say(`applied as a new layer ${top.cacheID.slice(0, 12)}… with chainID ${shortID(top.chainID)}…:`);
+  for (const line of listDiff(store.driver.diffPath(top.cacheID))) say(`      ${line}`);
+  say(`The image now has ${chains.length} layers; the container is still there (lamina ps -a), and`);
+  say(`lamina rm ${c.config.Name.slice(1)} removes its init and rw layers.`);
 }

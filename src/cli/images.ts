@@ -132,7 +132,8 @@ export function inspectImage(store: Store, img: ImageRecord): Record<string, unk
     RepoTags: img.repoTags,
     RepoDigests: img.repoDigests,
     Parent: img.parent ?? '',
-    Comment: c.comment ?? '',
+    // moby falls back to the last history entry's comment (where commit -m puts it).
+    Comment: c.comment ?? c.history?.[c.history.length - 1]?.comment ?? '',
     Created: c.created ?? '',
     Container: c.container ?? '',
     ContainerConfig: goContainerConfig((c.container_config as Record<string, unknown>) ?? {}),

@@ -2,7 +2,9 @@
 // lamina's command line. Each command group lives in its own module, loaded only when that
 // command runs, so start-up stays close to Node's own.
 import { Command, CommanderError } from 'commander';
+import { registerChangeCommands } from './changes.js';
 import { registerRegistryCommands } from './registry.js';
+import { registerFsCommands } from './fs.js';
 
 // A closed pipe (`lamina images | head -1`) ends the command quietly, as with other CLIs.
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {
@@ -182,7 +184,9 @@ addTag(image.command('tag'));
 addSave(image.command('save'));
 addRmi(image.command('rm').alias('remove'));
 
+registerChangeCommands(program, store);
 registerRegistryCommands(program, store);
+registerFsCommands(program, store);
 
 program
   .command('demo')
