@@ -118,8 +118,9 @@ export class Overlay2Driver {
     fs.chmodSync(dir, 0o710); // mkdir's mode is filtered by the umask
     fs.mkdirSync(path.join(dir, 'diff'), { mode: 0o755 });
     fs.chmodSync(path.join(dir, 'diff'), 0o755);
-    const lid = this.newShortLink(id);
-    fs.writeFileSync(path.join(dir, 'link'), lid, { mode: 0o644 });
+    // `link` is written before the l/ symlink exists, so whatever instant a crash hits, the
+    // layer dir names every short link that may point at it (remove() relies on it).
+    this.newShortLink(id);
     let createdCommitted = false;
     if (parentInfo) {
       fs.mkdirSync(path.join(dir, 'work'), { mode: 0o700 });
@@ -135,8 +136,10 @@ export class Overlay2Driver {
   }
 
   private newShortLink(id: string): string {
+    const linkFile = path.join(this.dir(id), 'link');
     for (let attempt = 0; attempt < 5; attempt++) {
       const lid = generateShortID();
+      fs.writeFileSync(linkFile, lid, { mode: 0o644 });
       try {
         fs.symlinkSync(`../${id}/diff`, path.join(this.home, LINK_DIR, lid));
         return lid;
@@ -200,14 +203,29 @@ export class Overlay2Driver {
    */
   remove(id: string, opts: { parent?: string; dropCommitted?: boolean } = {}): void {
     const dir = this.dir(id);
+    let link: string | undefined;
     try {
-      const link = fs.readFileSync(path.join(dir, 'link'), 'utf8');
-      if (LID_RE.test(link)) fs.rmSync(path.join(this.home, LINK_DIR, link), { force: true });
+      link = fs.readFileSync(path.join(dir, 'link'), 'utf8');
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
+    if (link && LID_RE.test(link)) fs.rmSync(path.join(this.home, LINK_DIR, link), { force: true });
+    else this.removeLinksTo(id); // no usable link file: look for any short link to this layer
     fs.rmSync(dir, { recursive: true, force: true });
     if (opts.parent && opts.dropCommitted) fs.rmSync(path.join(this.dir(opts.parent), 'committed'), { force: true });
+  }
+
+  /** Removes every l/ entry that points at `../<id>/diff` (a scan: only for repairs). */
+  removeLinksTo(id: string): void {
+    const want = `../${id}/diff`;
+    const ldir = path.join(this.home, LINK_DIR);
+    for (const lid of fs.readdirSync(ldir)) {
+      try {
+        if (fs.readlinkSync(path.join(ldir, lid)) === want) fs.rmSync(path.join(ldir, lid), { force: true });
+      } catch {
+        // not a symlink, or gone meanwhile
+      }
+    }
   }
 
   /** Directory names under <home> other than l/ (for consistency checks and tours). */
