@@ -21,6 +21,10 @@ const benchmarks: Record<string, { about: string; run: () => Promise<void> }> = 
     about: 'userspace overlay engine vs kernel overlay, fuse-overlayfs and ext4 (walk+stat, read all)',
     run: async () => (await import('./union.js')).main(),
   },
+  runtime: {
+    about: 'lamina run --rm vs docker run --rm (361 ms), exec, run -d/stop, runc floor (bench/runtime.ts)',
+    run: async () => (await import('./runtime.js')).main(),
+  },
   mount: {
     about: 'mount+umount of 12/128/200-lower containers in-process (bench/mount.ts)',
     run: async () => (await import('./mount.js')).main(),

@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
  * before the rename so the rename never publishes an empty file after a power loss.
  */
 export function writeFileAtomic(file: string, data: string | Buffer, mode: number): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
+  // The pid in the name lets recovery tell a dead writer's leftover from a live writer's file.
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}-${randomBytes(6).toString('hex')}.tmp`);
   const fd = fs.openSync(tmp, 'wx', mode);
   try {
     fs.writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
@@ -18,11 +19,54 @@ export function writeFileAtomic(file: string, data: string | Buffer, mode: numbe
   } finally {
     fs.closeSync(fd);
   }
+  faultPoint();
   try {
     fs.renameSync(tmp, file);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
     throw e;
+  }
+}
+
+// Fault injection for the crash tests: LAMINA_FAULT_STEP=N SIGKILLs the process at the N-th
+// store-changing step (faultPoint() calls sit between the steps of every change to the store).
+// LAMINA_FAULT_COUNT=1 prints how many steps a command took, on exit, to stderr.
+const FAULT_STEP = Number(process.env.LAMINA_FAULT_STEP) || 0;
+const FAULT_COUNT = !!process.env.LAMINA_FAULT_COUNT;
+let faultSteps = 0;
+if (FAULT_COUNT) process.on('exit', () => process.stderr.write(`lamina-fault-steps ${faultSteps}\n`));
+
+/** A point where a crash must leave the store recoverable; free unless the fault hook is on. */
+export function faultPoint(): void {
+  if (FAULT_STEP === 0 && !FAULT_COUNT) return;
+  if (++faultSteps === FAULT_STEP) process.kill(process.pid, 'SIGKILL');
+}
+
+/** Removes writeFileAtomic temp files in `dir` whose writer is dead; returns their names. */
+export function removeDeadTempFiles(dir: string): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return removed;
+  }
+  for (const n of names) {
+    const m = /^\..+\.(\d+)-[0-9a-f]{12}\.tmp$/.exec(n);
+    if (!m || processAlive(Number(m[1]))) continue;
+    fs.rmSync(path.join(dir, n), { force: true });
+    removed.push(n);
+  }
+  return removed;
+}
+
+function processAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

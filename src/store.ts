@@ -18,6 +18,8 @@ import { ImageDB, parseImageConfig, type ImageConfig } from './images/imagedb.js
 import { Repositories } from './images/repositories.js';
 import { familiarString, parseReference, withDefaultTag, type Reference } from './images/reference.js';
 import { goNow } from './images/gojson.js';
+import { RootLock, isDirLocked, lockDir } from './lock.js';
+import { faultPoint, removeDeadTempFiles } from './fsutil.js';
 import type { DestImage } from './transports/types.js';
 import type { Writable } from 'node:stream';
 
@@ -62,6 +64,8 @@ export class Store {
   readonly repositories: Repositories;
   readonly containers: ContainerStore;
   readonly tmpDir: string;
+  /** Serialises metadata changes between lamina processes (src/lock.ts). */
+  readonly lock: RootLock;
 
   private constructor(root: string) {
     this.root = path.resolve(root);
@@ -72,6 +76,10 @@ export class Store {
     this.repositories = new Repositories(path.join(imageRoot, 'repositories.json'));
     this.containers = new ContainerStore(path.join(this.root, 'containers'), this.driver, this.layers);
     this.tmpDir = path.join(this.root, 'tmp');
+    this.lock = new RootLock(this.root);
+    this.layers.lock = this.lock;
+    this.containers.lock = this.lock;
+    this.containers.imageExists = (id) => this.images.has(id);
   }
 
   /** Opens (creating if needed) a root and finishes whatever an interrupted process left. */
@@ -86,15 +94,72 @@ export class Store {
     s.images.init();
     s.containers.init();
     fs.mkdirSync(s.tmpDir, { recursive: true, mode: 0o700 });
-    s.layers.recover();
-    s.containers.recover();
-    for (const n of fs.readdirSync(s.tmpDir)) fs.rmSync(path.join(s.tmpDir, n), { recursive: true, force: true });
+    // Under the root lock, and skipping what live processes hold: other lamina processes may be
+    // working in this root right now.
+    s.lock.hold(() => {
+      s.layers.recover();
+      s.containers.recover();
+      s.collectJournals();
+      const imageRoot = path.join(s.root, 'image', DRIVER);
+      removeDeadTempFiles(imageRoot);
+      removeDeadTempFiles(path.join(imageRoot, 'imagedb', 'content', 'sha256'));
+      const meta = path.join(imageRoot, 'imagedb', 'metadata', 'sha256');
+      for (const n of fs.readdirSync(meta)) removeDeadTempFiles(path.join(meta, n));
+      for (const n of fs.readdirSync(s.tmpDir)) {
+        const p = path.join(s.tmpDir, n);
+        if (!isDirLocked(p)) fs.rmSync(p, { recursive: true, force: true });
+      }
+    });
     return s;
+  }
+
+  /**
+   * Finishes what killed loads, commits and rmis left (their journals in layerdb/tmp): layers
+   * they listed, and the layers stacked on those, that nothing references any more are deleted.
+   * Runs under the root lock.
+   */
+  private collectJournals(): void {
+    for (const j of this.layers.deadJournals()) {
+      j.drop();
+      this.collectUnreferenced(j.chains);
+    }
+  }
+
+  /** Deletes the given layers and their descendants that nothing references, leaves first. */
+  collectUnreferenced(chains: Digest[]): Digest[] {
+    const deleted: Digest[] = [];
+    const candidates = new Set(chains.filter((c) => this.layers.has(c)));
+    const all = this.layers.list();
+    for (let grew = true; grew;) {
+      grew = false;
+      for (const l of all) {
+        if (l.parent && candidates.has(l.parent) && !candidates.has(l.chainID)) {
+          candidates.add(l.chainID);
+          grew = true;
+        }
+      }
+    }
+    for (let progress = true; progress;) {
+      progress = false;
+      for (const c of candidates) {
+        if (!this.layers.has(c) || this.isLayerReferenced(c)) continue;
+        this.layers.delete(c);
+        deleted.push(c);
+        candidates.delete(c);
+        progress = true;
+      }
+    }
+    return deleted;
   }
 
   /** A fresh scratch directory under <root>/tmp; the caller removes it. */
   scratchDir(prefix: string): string {
-    return fs.mkdtempSync(path.join(this.tmpDir, prefix + '-'));
+    // Locked until the process ends, so another process's Store.open leaves it alone.
+    return this.lock.hold(() => {
+      const dir = fs.mkdtempSync(path.join(this.tmpDir, prefix + '-'));
+      lockDir(dir);
+      return dir;
+    });
   }
 
   // ---------------------------------------------------------------- images
@@ -151,9 +216,12 @@ export class Store {
     const id = this.resolveImage(source);
     const ref = withDefaultTag(parseReference(target));
     if (ref.digest) throw new LaminaError('EINVAL', `refusing to create a tag with a digest reference: ${target}`);
-    this.repositories.set(ref, id);
-    this.images.setMetadata(id, 'lastUpdated', goNow());
-    return id;
+    return this.lock.hold(() => {
+      if (!this.images.has(id)) throw new LaminaError('ENOTFOUND', `No such image: ${source}`);
+      this.repositories.set(ref, id);
+      this.images.setMetadata(id, 'lastUpdated', goNow());
+      return id;
+    });
   }
 
   // ---------------------------------------------------------------- load
@@ -167,6 +235,7 @@ export class Store {
     const scratch = this.scratchDir('load');
     const created: Digest[] = [];
     const results: Array<{ id: Digest; refs: string[] }> = [];
+    let unpin = () => {};
     try {
       // Loaded on demand: commands that never read an archive start faster without them.
       const { openImageSource } = await import('./transports/index.js');
@@ -181,6 +250,8 @@ export class Store {
           const refs = img.repoTags.map((t) => withDefaultTag(parseReference(t)));
           return { img, config, diffIDs, refs };
         });
+        // Pinned: no concurrent rmi deletes a layer this load reuses or is about to stand on.
+        unpin = this.layers.pin(plans.flatMap((p) => chainIDs(p.diffIDs)));
         for (const { img, diffIDs } of plans) {
           let parent: Digest | undefined;
           for (let i = 0; i < diffIDs.length; i++) {
@@ -197,6 +268,7 @@ export class Store {
             const r = await this.layers.register(parent, input, {
               expectDiffID: diffID,
               label: `layer ${i} (${layer.name})`,
+              sizeHint: layer.storedSize,
               onProgress: (bytes) => onEvent({ kind: 'layer-progress', index: i, bytes, storedSize: layer.storedSize, diffID }),
             });
             if (r.created) created.push(r.layer.chainID);
@@ -204,6 +276,8 @@ export class Store {
             parent = chain;
           }
         }
+        this.lock.acquire();
+        try {
         for (const { img, refs } of plans) {
           const id = this.images.put(img.configBytes);
           const names: string[] = [];
@@ -216,15 +290,22 @@ export class Store {
           onEvent({ kind: 'loaded', id, refs: names });
           results.push({ id, refs: names });
         }
+        } finally {
+          this.lock.release();
+        }
       } finally {
         await source.close();
       }
     } catch (e) {
-      for (const chain of created.reverse()) {
-        if (this.layers.has(chain) && !this.isLayerReferenced(chain)) this.layers.delete(chain);
-      }
+      unpin();
+      this.lock.hold(() => {
+        for (const chain of created.reverse()) {
+          if (this.layers.has(chain) && !this.isLayerReferenced(chain)) this.layers.delete(chain);
+        }
+      });
       throw e;
     } finally {
+      unpin();
       fs.rmSync(scratch, { recursive: true, force: true });
     }
     return results;
@@ -234,8 +315,10 @@ export class Store {
    * A layer is referenced when an image's top layer is it, a child layer stands on it, or a
    * container's rw layer does.
    */
-  private isLayerReferenced(chain: Digest): boolean {
+  isLayerReferenced(chain: Digest): boolean {
     if (this.layers.children(chain).length) return true;
+    // A load, commit or registration in flight in some process relies on it.
+    if (this.layers.pinned().has(chain)) return true;
     if (this.layers.listMounts().some((c) => this.layers.getMount(c)?.parent === chain)) return true;
     return this.images.list().some((id) => {
       const ids = this.images.get(id).rootfs.diff_ids;
@@ -250,6 +333,14 @@ export class Store {
    * the image and every layer of its chain that no other image or layer still uses.
    */
   removeImage(refOrID: string, opts: { force?: boolean } = {}): RemoveEvent[] {
+    // Every decision and deletion under the root lock: what is referenced must not change meanwhile.
+    return this.lock.hold(() => {
+      this.repositories.invalidate();
+      return this.removeImageLocked(refOrID, opts);
+    });
+  }
+
+  private removeImageLocked(refOrID: string, opts: { force?: boolean }): RemoveEvent[] {
     const id = this.resolveImage(refOrID);
     const events: RemoveEvent[] = [];
     const refs = this.repositories.referencesTo(id);
@@ -290,15 +381,19 @@ export class Store {
       throw new LaminaError('EINUSE', `conflict: unable to delete ${hex(id).slice(0, 12)} (cannot be forced) - image has dependent child images`);
     }
     const config = this.images.get(id);
+    const chains = chainIDs(config.rootfs.diff_ids);
+    // Journaled: a crash after the image goes finishes deleting its unused layers on next open.
+    const done = this.layers.journal('gc', chains);
+    faultPoint();
     this.images.delete(id);
     events.push({ kind: 'deleted', value: id });
-    const chains = chainIDs(config.rootfs.diff_ids);
     for (let i = chains.length - 1; i >= 0; i--) {
       const chain = chains[i];
       if (!this.layers.has(chain) || this.isLayerReferenced(chain)) break;
       this.layers.delete(chain);
       events.push({ kind: 'deleted', value: chain });
     }
+    done();
     return events;
   }
 
@@ -369,6 +464,10 @@ export class Store {
     const c = this.containers.get(id);
     if (c.config.State.Running && !opts.force) {
       throw new LaminaError('EINUSE', `You cannot remove a running container ${id}. Stop the container before attempting removal or force remove`);
+    }
+    if (c.config.State.Running) {
+      // rm -f of a running container: kill it (and its supervisor) first, as Docker does.
+      await (await import('./runtime/control.js')).killForRemoval(this, id);
     }
     const { forceUnmount, mountCount } = await import('./mount/index.js');
     if (this.driver.exists(c.mount.mountID)) {

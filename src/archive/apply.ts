@@ -1,22 +1,21 @@
 // Applying a layer tar to an overlay2 `diff/` directory, in one streaming pass that also
 // yields the diffID (sha256 of the uncompressed tar) and Docker's layer size.
 //
-// Semantics follow dockerd's overlay2 ApplyDiff (moby pkg/archive Unpack + the overlay whiteout
-// converter): `.wh.<name>` becomes a 0:0 character device, `.wh..wh..opq` marks its directory
-// opaque, an entry over an existing path replaces it (two directories merge), directory times
-// are set last. Placement is confined to the layer dir the way Docker's chroot confines it;
-// see paths.ts for how names and symlinked parents are resolved.
+// The extraction itself (Docker's semantics: whiteouts, replacement, confinement, times) is
+// extract.ts's LayerExtractor. It runs on this thread, or for a large layer in a worker thread
+// (extract-remote.ts) so that parsing, hashing and tar-split recording overlap with the
+// file-system calls: extraction starts here, and the worker takes over between two entries as
+// soon as it is up (starting one takes 100 ms or more). The result on disk and the errors
+// reported are the same either way.
 import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Digest } from '../digest/index.js';
 import { LaminaError } from '../errors.js';
-import * as sys from '../sys/index.js';
 import { TarParser, TeeVisitor } from '../tar/reader.js';
-import { TypeFlag, type TarHeader, type TarVisitor } from '../tar/types.js';
-import { cleanLayerPath, LayerTree, linkTargetParts, unsafe, type ResolveOptions } from './paths.js';
-import { dockerSize } from './size.js';
+import type { TarVisitor } from '../tar/types.js';
+import { LayerExtractor } from './extract.js';
 
 export interface ApplyResult {
   /** sha256 of every input byte, trailing bytes after the end-of-archive marker included. */
@@ -34,22 +33,46 @@ export interface ApplyOptions {
   visitors?: TarVisitor[];
   /** Called after each input chunk with the total number of bytes consumed so far. */
   onProgress?: (bytes: number) => void;
+  /**
+   * Awaited after each input chunk, e.g. to let a visitor's output drain; errors it throws fail
+   * the application.
+   */
+  backpressure?: () => Promise<void> | undefined;
+  /**
+   * About how many input bytes to expect (the layer blob's size, compressed or not): from
+   * OFFLOAD_MIN_BYTES on, the file-system work runs in a worker thread.
+   */
+  sizeHint?: number;
+  /**
+   * Overrides sizeHint: true extracts everything in the worker (waiting for it to start: for
+   * tests and measurements), false never uses one.
+   */
+  offload?: boolean;
 }
+
+/**
+ * From this input size on, a worker is started for the file-system calls. Starting one costs
+ * the other core 100 ms or more; smaller layers are done about as soon on one thread.
+ */
+export const OFFLOAD_MIN_BYTES = 16 << 20;
 
 /**
  * Extracts an uncompressed layer tar into `diffDir` (an existing directory, normally empty).
  * Throws EUNSAFEPATH for an entry that would land or link outside the layer, EBADTAR for a
  * malformed tar or an entry Docker would not extract. On failure diffDir is left half written
- * (the caller removes it); nothing outside it is ever touched.
+ * (the caller removes it); nothing outside it is ever touched, and nothing writes to it any
+ * more once this returns or throws.
  */
 export async function applyLayer(input: Readable, diffDir: string, opts: ApplyOptions = {}): Promise<ApplyResult> {
   const root = path.resolve(diffDir);
   const st = fs.lstatSync(root, { throwIfNoEntry: false });
   if (!st?.isDirectory()) throw new LaminaError('EINVAL', `layer directory ${root} does not exist or is not a directory`);
+  const rootSetgid = (st.mode & 0o2000) !== 0;
+  const offload = opts.offload ?? (opts.sizeHint ?? 0) >= OFFLOAD_MIN_BYTES;
+  const sink = offload ? await handOverSink(root, rootSetgid, opts.offload === true) : localSink(root, rootSetgid);
 
-  const extractor = new LayerExtractor(root);
   const extra = opts.visitors ?? [];
-  const parser = new TarParser(extra.length > 0 ? new TeeVisitor(...extra, extractor) : extractor);
+  const parser = new TarParser(extra.length > 0 ? new TeeVisitor(...extra, sink.visitor) : sink.visitor);
   const hash = createHash('sha256');
   let tarBytes = 0;
   try {
@@ -58,352 +81,86 @@ export async function applyLayer(input: Readable, diffDir: string, opts: ApplyOp
       parser.write(chunk);
       tarBytes += chunk.length;
       opts.onProgress?.(tarBytes);
+      const extracted = sink.ready();
+      if (extracted) await extracted;
+      const drained = opts.backpressure?.();
+      if (drained) await drained;
     }
     parser.end();
-    const size = extractor.finish();
-    return { diffID: 'sha256:' + hash.digest('hex'), size, entries: extractor.entries, tarBytes };
-  } finally {
-    extractor.close();
-  }
-}
-
-const WHITEOUT_PREFIX = '.wh.';
-const WHITEOUT_OPAQUE = '.wh..wh..opq';
-const OPAQUE_XATTR = 'trusted.overlay.opaque';
-
-const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
-/** O_EXCL: a new file never writes through whatever (a symlink, a hard link) held the name. */
-const OPEN_NEW_FILE = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW;
-
-/** Entry names and their parents: symlinks in parents resolve inside the layer, missing dirs are created. */
-const ENTRY_PARENT: ResolveOptions = { followSymlinks: true, create: true };
-/** Whiteouts never go through a symlink (Docker refuses them; they would mask the wrong path). */
-const WHITEOUT_PARENT: ResolveOptions = { followSymlinks: false, create: true };
-/** Hard-link targets must already exist in this layer, reached without symlinks. */
-const LINK_TARGET_PARENT: ResolveOptions = { followSymlinks: false, create: false };
-
-type Time = [number, number];
-
-/** A regular file whose content is arriving. */
-interface OpenFile {
-  fd: number;
-  path: string;
-  name: string;
-  uid: number;
-  gid: number;
-  mode: number;
-  xattrs: Array<[string, Buffer]>;
-  times: [Time, Time];
-  written: number;
-}
-
-/** The TarVisitor that writes entries into the layer directory. */
-export class LayerExtractor implements TarVisitor {
-  entries = 0;
-  private readonly tree: LayerTree;
-  private file: OpenFile | null = null;
-  /** Directory times, applied once all children exist (absolute path → [atime, mtime]). */
-  private readonly dirTimes = new Map<string, [Time, Time]>();
-  private size = 0;
-  /** False once a directory tree was replaced: its sizes are then recounted at the end. */
-  private sizeExact = true;
-
-  constructor(root: string) {
-    this.tree = new LayerTree(root);
-  }
-
-  entry(h: TarHeader): void {
-    if (h.typeflag === TypeFlag.XGlobalHeader) return; // Go reports it as an entry; Docker ignores it
-    this.entries++;
-    try {
-      this.place(h);
-    } catch (e) {
-      throw withEntry(e, h.name);
-    }
-  }
-
-  data(chunk: Buffer): void {
-    const f = this.file;
-    if (!f) return;
-    try {
-      for (let off = 0; off < chunk.length; ) off += fs.writeSync(f.fd, chunk, off, chunk.length - off);
-    } catch (e) {
-      throw withEntry(e, f.name);
-    }
-    f.written += chunk.length;
-  }
-
-  entryEnd(): void {
-    const f = this.file;
-    if (!f) return;
-    this.file = null;
-    try {
-      // Docker's order: content, owner (chown clears setuid bits and file capabilities), xattrs,
-      // mode, times. Content written after the xattrs would drop security.capability.
-      fs.fchownSync(f.fd, f.uid, f.gid);
-      for (const [k, v] of f.xattrs) setXattr(f.path, k, v);
-      fs.fchmodSync(f.fd, f.mode);
-      fs.closeSync(f.fd);
-      f.fd = -1;
-      sys.lutimesNs(f.path, f.times[0], f.times[1]);
-    } catch (e) {
-      if (f.fd >= 0) fs.closeSync(f.fd);
-      throw withEntry(e, f.name);
-    }
-    this.size += f.written;
-  }
-
-  /** After the whole tar: sets directory times and returns the layer size. */
-  finish(): number {
-    for (const [p, [atime, mtime]] of this.dirTimes) sys.lutimesNs(p, atime, mtime);
-    this.dirTimes.clear();
-    if (!this.sizeExact) {
-      this.size = dockerSize(this.tree.root);
-      this.sizeExact = true;
-    }
-    return this.size;
-  }
-
-  /** Releases an open file after a failure. */
-  close(): void {
-    if (this.file) {
-      try {
-        fs.closeSync(this.file.fd);
-      } catch {
-        // already failing; the first error is the one to report
-      }
-      this.file = null;
-    }
-  }
-
-  private place(h: TarHeader): void {
-    if (h.name.includes('\uFFFD') && !Buffer.from(h.name).equals(h.nameBytes)) {
-      throw new LaminaError('EBADTAR', `tar entry ${JSON.stringify(h.name)}: name is not valid UTF-8, which lamina does not support`);
-    }
-    const clean = cleanLayerPath(h.name);
-    // The layer root itself ("./", "/", ".."): Docker skips it and keeps diff/'s own metadata.
-    if (clean === '') return;
-    const slash = clean.lastIndexOf('/');
-    const dir = slash < 0 ? '' : clean.slice(0, slash);
-    const base = clean.slice(slash + 1);
-    if (base.startsWith(WHITEOUT_PREFIX)) return this.whiteout(h, dir, base);
-
-    const parent = this.tree.resolveDir(dir, h.name, ENTRY_PARENT);
-    const rel = parent === '' ? base : parent + '/' + base;
-    const p = this.tree.abs(rel);
-    const mode = h.mode & 0o7777;
-    switch (h.typeflag) {
-      case TypeFlag.Dir:
-        return this.directory(h, rel, p, mode);
-      case TypeFlag.Reg:
-        return this.openFile(h, rel, p, mode);
-      case TypeFlag.Symlink:
-        this.createReplacing(rel, p, () => fs.symlinkSync(h.linkname, p));
-        this.size += Buffer.byteLength(h.linkname);
-        this.setOwnerAndXattrs(p, h);
-        sys.lutimesNs(p, ...entryTimes(h));
-        return;
-      case TypeFlag.Link:
-        return this.hardLink(h, rel, p, mode);
-      case TypeFlag.Char:
-      case TypeFlag.Block:
-      case TypeFlag.Fifo: {
-        if (!validDevice(h.devmajor) || !validDevice(h.devminor)) {
-          // makedev() would silently truncate; Docker refuses these too.
-          throw new LaminaError('EBADTAR', `tar entry ${JSON.stringify(h.name)}: device number ${h.devmajor}:${h.devminor} out of range`);
-        }
-        const kind = h.typeflag === TypeFlag.Char ? sys.S_IFCHR : h.typeflag === TypeFlag.Block ? sys.S_IFBLK : sys.S_IFIFO;
-        this.createReplacing(rel, p, () => sys.mknod(p, kind | mode, h.devmajor, h.devminor));
-        this.setOwnerAndXattrs(p, h);
-        fs.chmodSync(p, mode); // after chown, and a device node is never opened by chmod
-        sys.lutimesNs(p, ...entryTimes(h));
-        return;
-      }
-      default:
-        throw new LaminaError('EBADTAR', `tar entry ${JSON.stringify(h.name)}: unsupported entry type ${JSON.stringify(h.typeflag)}`);
-    }
-  }
-
-  private directory(h: TarHeader, rel: string, p: string, mode: number): void {
-    try {
-      fs.mkdirSync(p, 0o700);
-    } catch (e) {
-      if (errCode(e) !== 'EEXIST') throw e;
-      // A directory over a directory merges (only the metadata changes); anything else is replaced.
-      if (!fs.lstatSync(p).isDirectory()) {
-        this.remove(rel, p);
-        fs.mkdirSync(p, 0o700);
-      }
-    }
-    this.tree.addDir(rel);
-    this.setOwnerAndXattrs(p, h);
-    fs.chmodSync(p, mode);
-    this.dirTimes.set(p, entryTimes(h));
-  }
-
-  private openFile(h: TarHeader, rel: string, p: string, mode: number): void {
-    let fd: number;
-    try {
-      fd = fs.openSync(p, OPEN_NEW_FILE, 0o600);
-    } catch (e) {
-      if (errCode(e) !== 'EEXIST') throw e;
-      this.remove(rel, p);
-      fd = fs.openSync(p, OPEN_NEW_FILE, 0o600);
-    }
-    this.file = {
-      fd,
-      path: p,
-      name: h.name,
-      uid: h.uid,
-      gid: h.gid,
-      mode,
-      // Header buffers are only valid during entry(); the xattrs are set after the content.
-      xattrs: h.xattrs.length === 0 ? h.xattrs : h.xattrs.map(([k, v]) => [k, Buffer.from(v)]),
-      times: entryTimes(h),
-      written: 0,
-    };
-  }
-
-  private hardLink(h: TarHeader, rel: string, p: string, mode: number): void {
-    const what = `hard link target ${JSON.stringify(h.linkname)}`;
-    const parts = linkTargetParts(h.linkname);
-    if (!parts) throw unsafe(h.name, `${what} is outside the layer`);
-    const base = parts.pop()!;
-    const parent = this.tree.resolveDir(parts.join('/'), h.name, LINK_TARGET_PARENT, what);
-    const target = this.tree.abs(parent === '' ? base : parent + '/' + base);
-    const check = (): fs.Stats => {
-      const st = fs.lstatSync(target, { throwIfNoEntry: false });
-      if (!st) throw unsafe(h.name, `${what} does not exist in the layer`);
-      if (st.isDirectory()) throw unsafe(h.name, `${what} is a directory`);
-      return st;
-    };
-    let targetStat = check();
-    try {
-      fs.linkSync(target, p); // link(2) does not follow a symlink target: the link is to the symlink
-    } catch (e) {
-      if (errCode(e) !== 'EEXIST') throw e;
-      this.remove(rel, p);
-      targetStat = check(); // the name removed may have been the target itself
-      fs.linkSync(target, p);
-    }
-    // Docker applies the header to the shared inode through the new name; mode and times only
-    // when that inode is not a symlink (there is no lchmod, and chtimes would follow it).
-    this.setOwnerAndXattrs(p, h);
-    if (!targetStat.isSymbolicLink()) {
-      fs.chmodSync(p, mode);
-      sys.lutimesNs(p, ...entryTimes(h));
-    }
-  }
-
-  /** `.wh.<name>` → a 0:0 char device `<name>` with mode 0; `.wh..wh..opq` → the parent turns opaque. */
-  private whiteout(h: TarHeader, dir: string, base: string): void {
-    const target = base.slice(WHITEOUT_PREFIX.length);
-    if (base !== WHITEOUT_OPAQUE && (target === '' || target === '.' || target === '..')) {
-      throw unsafe(h.name, 'invalid whiteout entry');
-    }
-    const parent = this.tree.resolveDir(dir, h.name, WHITEOUT_PARENT);
-    if (base === WHITEOUT_OPAQUE) {
-      sys.lsetxattr(this.tree.abs(parent), OPAQUE_XATTR, 'y');
-      return;
-    }
-    const rel = parent === '' ? target : parent + '/' + target;
-    const p = this.tree.abs(rel);
-    try {
-      sys.mknod(p, sys.S_IFCHR, 0, 0);
-    } catch (e) {
-      // Docker's mknod fails the same way: a layer cannot both hold and delete a path.
-      if (errCode(e) === 'EEXIST') {
-        throw new LaminaError('EBADTAR', `tar entry ${JSON.stringify(h.name)}: whiteout for "${rel}", which this layer also contains`);
-      }
-      throw e;
-    }
-    // Owner as in the header (also undoing a setgid parent's group inheritance); no times, as Docker.
-    fs.lchownSync(p, h.uid, h.gid);
-  }
-
-  /**
-   * Runs `make`, which fails with EEXIST when the name is taken; then removes what holds the
-   * name (as Docker does: never written through, a directory with all it holds) and runs it again.
-   */
-  private createReplacing(rel: string, p: string, make: () => void): void {
-    try {
-      make();
-      return;
-    } catch (e) {
-      if (errCode(e) !== 'EEXIST') throw e;
-    }
-    this.remove(rel, p);
-    make();
-  }
-
-  /** Removes an existing entry about to be replaced, keeping the caches and the size right. */
-  private remove(rel: string, p: string): void {
-    const st = fs.lstatSync(p);
-    if (st.isDirectory()) {
-      fs.rmSync(p, { recursive: true, force: true }); // unlinks symlinks inside, never follows them
-      this.tree.forgetDir(rel);
-      const below = p + '/';
-      for (const d of this.dirTimes.keys()) if (d === p || d.startsWith(below)) this.dirTimes.delete(d);
-      this.sizeExact = false;
-    } else {
-      fs.unlinkSync(p);
-      if (st.nlink === 1) this.size -= st.size; // the inode is gone; with other links it still counts
-    }
-  }
-
-  private setOwnerAndXattrs(p: string, h: TarHeader): void {
-    fs.lchownSync(p, h.uid, h.gid);
-    for (const [k, v] of h.xattrs) setXattr(p, k, v);
-  }
-}
-
-/**
- * Sets one xattr on the path itself. Like Docker, a file system or namespace that refuses the
- * attribute (ENOTSUP, or EPERM such as user.* on a symlink) is not an error.
- */
-function setXattr(p: string, name: string, value: Buffer): void {
-  try {
-    sys.lsetxattr(p, name, value);
+    const { size, entries } = await sink.finish();
+    return { diffID: 'sha256:' + hash.digest('hex'), size, entries, tarBytes };
   } catch (e) {
-    const c = errCode(e);
-    if (c !== 'ENOTSUP' && c !== 'EOPNOTSUPP' && c !== 'EPERM') throw e;
+    throw await sink.abort(e);
   }
 }
 
+/** Where extraction runs: the visitor fed the parse events, and how the pass starts and ends. */
+interface ExtractSink {
+  visitor: TarVisitor;
+  /** Between input chunks: a promise to wait for before the next one, if any. */
+  ready(): Promise<void> | undefined;
+  finish(): Promise<{ size: number; entries: number }>;
+  /** After a failure: the error to report (the earliest in stream order). */
+  abort(e: unknown): Promise<unknown>;
+}
+
+const noWait = (): undefined => undefined;
+
+function localSink(root: string, rootSetgid: boolean): ExtractSink {
+  const extractor = new LayerExtractor(root, rootSetgid);
+  return {
+    visitor: extractor,
+    ready: noWait,
+    finish: async () => ({ size: extractor.finish(), entries: extractor.entries }),
+    abort: async (e) => {
+      extractor.close();
+      return e;
+    },
+  };
+}
+
 /**
- * [atime, mtime] as Docker sets them: atime is the later of the header's atime and mtime, and a
- * time before the epoch or past what a 64-bit timespec in ns holds becomes the epoch.
+ * Extraction on this thread until a worker is up, then in the worker: at the first entry after
+ * it is ready, this thread's extractor hands its state over and every later event goes there.
+ * If the layer ends first (or the worker cannot start), it was all extracted here.
  */
-function entryTimes(h: TarHeader): [Time, Time] {
-  const mtime: Time = [h.mtime, h.mtimeNsec];
-  const atime: Time = h.atime && laterThan(h.atime, mtime) ? h.atime : mtime;
-  return [bound(atime), bound(mtime)];
-}
-
-function laterThan(a: Time, b: Time): boolean {
-  return a[0] > b[0] || (a[0] === b[0] && a[1] > b[1]);
-}
-
-const MAX_SEC = 9223372036; // (2^63 - 1) ns
-const MAX_SEC_NS = 854775807;
-
-function bound(t: Time): Time {
-  if (t[0] < 0 || t[0] > MAX_SEC || (t[0] === MAX_SEC && t[1] > MAX_SEC_NS)) return [0, 0];
-  return t;
-}
-
-function validDevice(n: number): boolean {
-  return Number.isInteger(n) && n >= 0 && n <= 0xffffffff;
-}
-
-function errCode(e: unknown): string | undefined {
-  return (e as { code?: string } | null)?.code;
-}
-
-/** Lamina errors pass unchanged; system errors get the entry's name in front of their message. */
-function withEntry(e: unknown, name: string): unknown {
-  if (e instanceof LaminaError || !(e instanceof Error)) return e;
-  const prefix = `tar entry ${JSON.stringify(name)}: `;
-  if (!e.message.startsWith(prefix)) e.message = prefix + e.message;
-  return e;
+async function handOverSink(root: string, rootSetgid: boolean, workerFromStart: boolean): Promise<ExtractSink> {
+  const { RemoteExtractor } = await import('./extract-remote.js');
+  const local = new LayerExtractor(root, rootSetgid);
+  const remote = new RemoteExtractor();
+  if (workerFromStart) await remote.whenReady();
+  let handedOver = false;
+  const visitor: TarVisitor = {
+    entry(h) {
+      if (!handedOver && remote.isReady) {
+        remote.begin(local.state());
+        handedOver = true;
+      }
+      if (handedOver) remote.entry(h);
+      else local.entry(h);
+    },
+    data(chunk) {
+      if (handedOver) remote.data(chunk);
+      else local.data(chunk);
+    },
+    entryEnd(h) {
+      if (handedOver) remote.entryEnd(h);
+      else local.entryEnd();
+    },
+  };
+  return {
+    visitor,
+    ready: () => (handedOver ? remote.waitForRoom() : undefined),
+    finish: async () => {
+      if (handedOver) return remote.finish();
+      remote.release();
+      return { size: local.finish(), entries: local.entries };
+    },
+    abort: async (e) => {
+      if (handedOver) return remote.abort(e);
+      local.close();
+      remote.release();
+      return e;
+    },
+  };
 }

@@ -10,6 +10,7 @@ import { LaminaError } from '../errors.js';
 
 /** Linux gives up after 40 symlinks in one lookup (ELOOP); so do we. */
 const MAX_SYMLINKS = 40;
+const SETGID = 0o2000;
 
 /**
  * A tar entry name as a clean path relative to the layer root, as Go's filepath.Clean gives it
@@ -48,6 +49,12 @@ export function linkTargetParts(linkname: string): string[] | null {
   return out.length > 0 ? out : null;
 }
 
+export interface LayerTreeState {
+  root: string;
+  realDirs: string[];
+  setgidDirs: string[];
+}
+
 export interface ResolveOptions {
   /** Follow symlinks met in parent components, chroot-style; when false a symlink refuses. */
   followSymlinks: boolean;
@@ -66,9 +73,24 @@ export interface ResolveOptions {
 export class LayerTree {
   readonly root: string;
   private readonly realDirs = new Set<string>(['']);
+  /** The real directories known to carry S_ISGID (new entries in them take the directory's group). */
+  private readonly setgidDirs = new Set<string>();
 
-  constructor(root: string) {
+  constructor(root: string, rootSetgid = false) {
     this.root = root;
+    if (rootSetgid) this.setgidDirs.add('');
+  }
+
+  /** What is known about the tree, to carry on in another thread (see LayerTree.from). */
+  state(): LayerTreeState {
+    return { root: this.root, realDirs: [...this.realDirs], setgidDirs: [...this.setgidDirs] };
+  }
+
+  static from(state: LayerTreeState): LayerTree {
+    const t = new LayerTree(state.root);
+    for (const d of state.realDirs) t.realDirs.add(d);
+    for (const d of state.setgidDirs) t.setgidDirs.add(d);
+    return t;
   }
 
   /** Absolute path of a relative real path ('' is the root). */
@@ -76,15 +98,23 @@ export class LayerTree {
     return rel === '' ? this.root : this.root + '/' + rel;
   }
 
-  /** Records a directory the extractor created or merged at a real relative path. */
-  addDir(rel: string): void {
+  /** Records a directory the extractor created or merged at a real relative path, with its final mode. */
+  addDir(rel: string, mode: number): void {
     this.realDirs.add(rel);
+    if (mode & SETGID) this.setgidDirs.add(rel);
+    else this.setgidDirs.delete(rel);
+  }
+
+  /** Whether the real directory `rel` (as resolveDir returns it) has S_ISGID set. */
+  isSetgid(rel: string): boolean {
+    return this.setgidDirs.size > 0 && this.setgidDirs.has(rel);
   }
 
   /** A directory at `rel` (and so everything below it) was removed. */
   forgetDir(rel: string): void {
     const prefix = rel + '/';
     for (const d of this.realDirs) if (d === rel || d.startsWith(prefix)) this.realDirs.delete(d);
+    for (const d of this.setgidDirs) if (d === rel || d.startsWith(prefix)) this.setgidDirs.delete(d);
   }
 
   /**
@@ -140,6 +170,7 @@ export class LayerTree {
       }
       // Every component of `real` is now a verified directory, however we got here.
       this.realDirs.add(rel);
+      if (st !== undefined && st.mode & SETGID) this.setgidDirs.add(rel);
     }
     return real.join('/');
   }

@@ -23,6 +23,8 @@ import { goNow, goTime, marshalGo, parseGoTime, sortKeys } from '../images/gojso
 import type { ImageConfig } from '../images/imagedb.js';
 import { parseReference } from '../images/reference.js';
 import type { Store } from '../store.js';
+import { lockDir } from '../lock.js';
+import path from 'node:path';
 
 /** diffID of the empty layer tar (1024 zero bytes): moby's layer.IsEmpty. */
 export const EMPTY_LAYER_DIFFID = 'sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef';
@@ -59,6 +61,29 @@ type Config = Record<string, unknown>;
 
 export async function commitContainer(store: Store, nameOrID: string, o: CommitOptions = {}): Promise<CommitResult> {
   const id = store.containers.resolve(nameOrID);
+  // While it commits, the container can't be removed (rm sees its dir locked) and the image's
+  // layers can't be deleted (pinned); a crash leaves the pin as a journal for Store.open.
+  const release = store.lock.hold(() => {
+    store.containers.get(id); // still there?
+    let unlock: () => void;
+    try {
+      unlock = lockDir(path.join(store.containers.dir, id));
+    } catch {
+      throw new LaminaError('EINUSE', `container ${id} is in use by another lamina process`);
+    }
+    const image = store.containers.get(id).config.Image;
+    const ids = image && store.images.has(image) ? store.images.get(image).rootfs.diff_ids : [];
+    const unpin = store.layers.pin(ids.length ? [chainIDs(ids)[ids.length - 1]] : []);
+    return () => { unpin(); unlock(); };
+  });
+  try {
+    return await commitLocked(store, id, o);
+  } finally {
+    release();
+  }
+}
+
+async function commitLocked(store: Store, id: string, o: CommitOptions): Promise<CommitResult> {
   const c = store.containers.get(id);
   const state = c.config.State;
   if (state.Dead) throw new LaminaError('ECONFLICT', `You cannot commit container ${id} which is Dead`);
@@ -100,8 +125,11 @@ export async function commitContainer(store: Store, nameOrID: string, o: CommitO
       os: c.config.OS || 'linux',
       diffID: emptyLayer ? undefined : diffID,
     }));
-    imageID = store.images.put(bytes);
-    if (c.config.Image) store.images.setMetadata(imageID, 'parent', c.config.Image);
+    imageID = store.lock.hold(() => {
+      const put = store.images.put(bytes);
+      if (c.config.Image) store.images.setMetadata(put, 'parent', c.config.Image);
+      return put;
+    });
   } catch (e) {
     if (createdLayer) store.layers.delete(chainIDs([...parentDiffIDs, diffID])[parentDiffIDs.length]);
     throw e;

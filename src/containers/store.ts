@@ -11,7 +11,8 @@ import { goContainerConfig } from '../images/config.js';
 import type { ImageConfig } from '../images/imagedb.js';
 import { generateID, type Overlay2Driver } from '../overlay2/driver.js';
 import type { LayerStore, MountRecord } from '../layers/store.js';
-import { writeFileAtomic } from '../fsutil.js';
+import { faultPoint, removeDeadTempFiles, writeFileAtomic } from '../fsutil.js';
+import { isDirLocked, RootLock } from '../lock.js';
 import { setupInitLayer } from './initlayer.js';
 import { NAME_RE, randomName } from './names.js';
 
@@ -109,11 +110,16 @@ export class ContainerStore {
   readonly dir: string;
   private readonly driver: Overlay2Driver;
   private readonly layers: LayerStore;
+  /** The root lock; Store sets the shared one. */
+  lock: RootLock;
+  /** Whether an image exists (Store sets it): create re-checks it under the lock. */
+  imageExists: (id: Digest) => boolean = () => true;
 
   constructor(dir: string, driver: Overlay2Driver, layers: LayerStore) {
     this.dir = dir;
     this.driver = driver;
     this.layers = layers;
+    this.lock = new RootLock(path.dirname(dir));
   }
 
   init(): void {
@@ -187,6 +193,12 @@ export class ContainerStore {
    * container does not exist). On failure everything made so far is removed.
    */
   create(o: CreateOptions): Container {
+    // Under the root lock: the name check, the image and its layers must hold until published.
+    return this.lock.hold(() => this.createLocked(o));
+  }
+
+  private createLocked(o: CreateOptions): Container {
+    if (!this.imageExists(o.imageID)) throw new LaminaError('ENOTFOUND', `No such image: ${o.imageRef}`);
     let name = o.name;
     const taken = new Set(this.list().map((c) => c.config.Name));
     if (name !== undefined) {
@@ -204,24 +216,32 @@ export class ContainerStore {
     const initID = `${mountID}-init`;
     const diffIDs = o.image.rootfs.diff_ids;
     const top = diffIDs.length ? chainIDs(diffIDs)[diffIDs.length - 1] : undefined;
+    if (top && !this.layers.has(top)) throw new LaminaError('ENOTFOUND', `No such image: ${o.imageRef} (its layer ${top} is gone)`);
     const topLayer = top ? this.layers.get(top) : undefined;
-    const stage = path.join(this.dir, `.create-${randomBytes(8).toString('hex')}`);
+    // The stage is made first and named after the mount id: a crash at any later step leaves a
+    // dir that tells recover() which layer dirs and mounts entry to drop.
+    const stage = path.join(this.dir, `.create-${mountID}`);
     let step = 0;
     try {
+      const config = this.buildConfig(id, name, o);
+      fs.mkdirSync(stage, { mode: 0o710 });
+      fs.chmodSync(stage, 0o710);
+      faultPoint();
       this.driver.create(initID, topLayer?.cacheID);
       step = 1;
       const lowers = topLayer ? [this.driver.diffPath(topLayer.cacheID), ...this.driver.lowerDiffPaths(topLayer.cacheID)] : [];
       setupInitLayer(this.driver.diffPath(initID), lowers);
+      faultPoint();
       this.driver.create(mountID, initID);
       step = 2;
       this.layers.saveMount(id, { mountID, initID, parent: top });
       step = 3;
-      const config = this.buildConfig(id, name, o);
-      fs.mkdirSync(stage, { mode: 0o710 });
-      fs.chmodSync(stage, 0o710);
+      faultPoint();
       fs.writeFileSync(path.join(stage, 'config.v2.json'), marshalGo(config), { mode: 0o600 });
       fs.writeFileSync(path.join(stage, 'hostconfig.json'), marshalGo(defaultHostConfig(o)), { mode: 0o644 });
+      faultPoint();
       fs.renameSync(stage, this.containerDir(id));
+      faultPoint();
       return this.get(id);
     } catch (e) {
       fs.rmSync(stage, { recursive: true, force: true });
@@ -315,30 +335,50 @@ export class ContainerStore {
    * the init and rw layer dirs with their l/ links. The caller has unmounted the container.
    */
   remove(id: string): void {
-    const c = this.get(id);
-    const aside = path.join(this.dir, `.removing-${id}`);
-    fs.renameSync(this.containerDir(id), aside);
-    this.layers.deleteMount(id);
-    if (this.driver.exists(c.mount.mountID)) this.driver.remove(c.mount.mountID);
-    if (c.mount.initID && this.driver.exists(c.mount.initID)) this.driver.remove(c.mount.initID);
-    fs.rmSync(aside, { recursive: true, force: true });
+    this.lock.hold(() => {
+      const c = this.get(id);
+      if (isDirLocked(this.containerDir(id))) throw new LaminaError('EINUSE', `container ${id} is in use by another lamina process (commit?)`);
+      const aside = path.join(this.dir, `.removing-${id}`);
+      faultPoint();
+      fs.renameSync(this.containerDir(id), aside);
+      faultPoint();
+      // Layer dirs before the mounts entry: until the entry goes, recover() knows what to remove.
+      if (this.driver.exists(c.mount.mountID)) this.driver.remove(c.mount.mountID);
+      faultPoint();
+      if (c.mount.initID && this.driver.exists(c.mount.initID)) this.driver.remove(c.mount.initID);
+      faultPoint();
+      this.layers.deleteMount(id);
+      faultPoint();
+      fs.rmSync(aside, { recursive: true, force: true });
+    });
   }
 
   /** Finishes removals and creations a crash interrupted (their dot-dirs). */
   recover(): void {
     for (const n of fs.readdirSync(this.dir)) {
+      const created = /^\.create-([0-9a-f]{64})$/.exec(n);
+      if (created) {
+        const mountID = created[1];
+        for (const c of this.layers.listMounts()) {
+          if (this.layers.getMount(c)?.mountID === mountID) this.layers.deleteMount(c);
+        }
+        for (const d of [mountID, `${mountID}-init`]) if (this.driver.exists(d)) this.driver.remove(d);
+        fs.rmSync(path.join(this.dir, n), { recursive: true, force: true });
+        continue;
+      }
       if (n.startsWith('.create-')) fs.rmSync(path.join(this.dir, n), { recursive: true, force: true });
       const m = /^\.removing-([0-9a-f]{64})$/.exec(n);
       if (m) {
         const mount = this.layers.getMount(m[1]);
         if (mount) {
-          this.layers.deleteMount(m[1]);
           if (this.driver.exists(mount.mountID)) this.driver.remove(mount.mountID);
           if (mount.initID && this.driver.exists(mount.initID)) this.driver.remove(mount.initID);
+          this.layers.deleteMount(m[1]);
         }
         fs.rmSync(path.join(this.dir, n), { recursive: true, force: true });
       }
     }
+    for (const id of this.ids()) removeDeadTempFiles(this.containerDir(id));
   }
 
   /** Images used by containers (by image ID), for rmi's conflict check. */

@@ -60,6 +60,7 @@ export class Repositories {
 
   /** Points `ref` (tag or digest) at `image`; returns the image it pointed at before, if another. */
   set(ref: Reference, image: Digest): Digest | undefined {
+    this.invalidate(); // read-modify-write from the file: another process may have changed it
     const repos = this.load();
     const repo = familiarName(ref);
     const key = familiarString(ref.digest ? { ...ref, tag: undefined } : ref);
@@ -77,6 +78,7 @@ export class Repositories {
 
   /** Removes one reference; returns whether it existed. */
   delete(ref: Reference): boolean {
+    this.invalidate(); // read-modify-write from the file: another process may have changed it
     const repos = this.load();
     const repo = familiarName(ref);
     const key = familiarString(ref.digest ? { ...ref, tag: undefined } : ref);

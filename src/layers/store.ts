@@ -11,7 +11,8 @@ import { LaminaError } from '../errors.js';
 import { chainID as computeChainID, hex, type Digest } from '../digest/index.js';
 import { Overlay2Driver, generateID } from '../overlay2/driver.js';
 import type * as TarSplit from '../tar/tarsplit.js';
-import { readOptional } from '../fsutil.js';
+import { faultPoint, readOptional } from '../fsutil.js';
+import { isDirLocked, lockDir, RootLock } from '../lock.js';
 
 export interface Layer {
   chainID: Digest;
@@ -29,6 +30,11 @@ export interface RegisterOptions {
   /** Label for messages, e.g. "layer 3 (abc/layer.tar)". */
   label?: string;
   onProgress?: (bytes: number) => void;
+  /**
+   * About how many bytes the input holds (the layer blob's stored size, compressed or not): a
+   * large layer is extracted on a worker thread while this one parses, hashes and records.
+   */
+  sizeHint?: number;
 }
 
 const TARSPLIT = 'tar-split.json.gz';
@@ -47,12 +53,15 @@ export class LayerStore {
   private readonly shaDir: string;
   private readonly tmpDir: string;
   private cache = new Map<Digest, Layer>();
+  /** The root lock; Store sets the shared one. */
+  lock: RootLock;
 
   constructor(dir: string, driver: Overlay2Driver) {
     this.dir = dir;
     this.driver = driver;
     this.shaDir = path.join(dir, 'sha256');
     this.tmpDir = path.join(dir, 'tmp');
+    this.lock = new RootLock(path.dirname(path.dirname(path.dirname(dir))));
   }
 
   init(): void {
@@ -69,12 +78,15 @@ export class LayerStore {
     for (const name of safeReaddir(this.shaDir)) {
       if (!name.endsWith('-removing')) continue;
       const dir = path.join(this.shaDir, name);
+      if (isDirLocked(dir)) continue;
       const cacheID = readOptional(path.join(dir, 'cache-id'));
       if (cacheID && /^[0-9a-f]{64}$/.test(cacheID) && this.driver.exists(cacheID)) this.driver.remove(cacheID);
       fs.rmSync(dir, { recursive: true, force: true });
     }
     for (const name of safeReaddir(this.tmpDir)) {
       const dir = path.join(this.tmpDir, name);
+      if (isDirLocked(dir)) continue; // a live process is extracting into it, or it is a pin
+      if (/^(pin|gc)-/.test(name)) continue; // journals: Store.open collects their layers
       const cacheID = readOptional(path.join(dir, 'cache-id'));
       if (cacheID && /^[0-9a-f]{64}$/.test(cacheID) && this.driver.exists(cacheID) && !this.isCacheIDUsed(cacheID)) {
         this.driver.remove(cacheID);
@@ -91,8 +103,65 @@ export class LayerStore {
     return path.join(this.shaDir, hex(chain));
   }
 
+  /** Asks the disk, not the cache: another process may have removed the layer. */
   has(chain: Digest): boolean {
-    return this.cache.has(chain) || fs.existsSync(path.join(this.layerDir(chain), 'cache-id'));
+    if (fs.existsSync(path.join(this.layerDir(chain), 'cache-id'))) return true;
+    this.cache.delete(chain);
+    return false;
+  }
+
+  /**
+   * Keeps `chains` from being deleted by any lamina process until the returned function runs
+   * (or this process ends): a locked dir in tmp/ listing them, which rmi's reference check reads.
+   */
+  pin(chains: Digest[]): () => void {
+    return this.journal('pin', chains);
+  }
+
+  /**
+   * A journal of chains an operation may leave unreferenced: `pin` also protects them from other
+   * processes (see pin()); `gc` only records them (rmi). If the process dies before release, the
+   * next Store.open deletes whichever of them (and their descendants) nothing references.
+   */
+  journal(kind: 'pin' | 'gc', chains: Digest[]): () => void {
+    return this.lock.hold(() => {
+      const dir = path.join(this.tmpDir, `${kind}-${randomBytes(8).toString('hex')}`);
+      fs.mkdirSync(dir, { mode: 0o700 });
+      const unlock = lockDir(dir);
+      fs.writeFileSync(path.join(dir, 'chains'), chains.join('\n'), { mode: 0o600 });
+      let done = false;
+      return () => {
+        if (done) return;
+        done = true;
+        fs.rmSync(dir, { recursive: true, force: true });
+        unlock();
+      };
+    });
+  }
+
+  /** Journals of dead processes: their chains, and a function that removes the journal. */
+  deadJournals(): Array<{ chains: Digest[]; drop: () => void }> {
+    const out: Array<{ chains: Digest[]; drop: () => void }> = [];
+    for (const name of safeReaddir(this.tmpDir)) {
+      if (!/^(pin|gc)-/.test(name)) continue;
+      const dir = path.join(this.tmpDir, name);
+      if (isDirLocked(dir)) continue;
+      const chains = (readOptional(path.join(dir, 'chains')) ?? '').split('\n').filter(Boolean) as Digest[];
+      out.push({ chains, drop: () => fs.rmSync(dir, { recursive: true, force: true }) });
+    }
+    return out;
+  }
+
+  /** Chains that live pins and registrations (their parents) rely on. */
+  pinned(): Set<Digest> {
+    const out = new Set<Digest>();
+    for (const name of safeReaddir(this.tmpDir)) {
+      const dir = path.join(this.tmpDir, name);
+      const list = readOptional(path.join(dir, name.startsWith('pin-') ? 'chains' : 'parent'));
+      if (!list || !isDirLocked(dir)) continue;
+      for (const c of list.split('\n')) if (c) out.add(c as Digest);
+    }
+    return out;
   }
 
   get(chain: Digest): Layer {
@@ -130,43 +199,69 @@ export class LayerStore {
    * the attempt stays behind.
    */
   async register(parent: Digest | undefined, input: Readable, opts: RegisterOptions = {}): Promise<{ layer: Layer; created: boolean }> {
-    const parentLayer = parent ? this.get(parent) : undefined;
     const cacheID = generateID();
     const stage = path.join(this.tmpDir, `write-set-${randomBytes(16).toString('hex')}`);
-    fs.mkdirSync(stage, { mode: 0o700 });
-    // Recorded first, so recovery after a crash knows which layer directory to drop.
-    fs.writeFileSync(path.join(stage, 'cache-id'), cacheID, { mode: 0o644 });
     let createdCommitted = false;
     let published = false;
+    let abortRecorder = () => {};
+    let unlockStage = () => {};
+    let parentLayer: Layer | undefined;
     try {
-      ({ createdCommitted } = this.driver.create(cacheID, parentLayer?.cacheID));
+      // Set up under the root lock; the stage stays flock'ed while the layer is extracted outside
+      // it, so recovery in other processes leaves it alone and rmi sees `parent` as in use.
+      this.lock.hold(() => {
+        if (parent) {
+          this.cache.delete(parent);
+          if (!this.has(parent)) throw new LaminaError('ENOTFOUND', `layer ${parent} does not exist (removed by another lamina process?)`);
+          parentLayer = this.get(parent);
+        }
+        fs.mkdirSync(stage, { mode: 0o700 });
+        unlockStage = lockDir(stage);
+        faultPoint();
+        // Recorded first, so recovery after a crash knows which layer directory to drop.
+        fs.writeFileSync(path.join(stage, 'cache-id'), cacheID, { mode: 0o644 });
+        if (parent) fs.writeFileSync(path.join(stage, 'parent'), parent, { mode: 0o644 });
+        faultPoint();
+        ({ createdCommitted } = this.driver.create(cacheID, parentLayer?.cacheID));
+      });
       // Loaded on demand, so commands that never apply a layer start faster.
       const [{ applyLayer }, { TarSplitRecorder }] = await Promise.all([import('../archive/apply.js'), loadTarSplit()]);
-      const tarSplitOut = fs.createWriteStream(path.join(stage, TARSPLIT), { mode: 0o644 });
-      const recorder = new TarSplitRecorder(tarSplitOut);
-      const result = await applyLayer(input, this.driver.diffPath(cacheID), { visitors: [recorder], onProgress: opts.onProgress });
+      const recorder = new TarSplitRecorder(path.join(stage, TARSPLIT));
+      abortRecorder = () => recorder.abort();
+      const result = await applyLayer(input, this.driver.diffPath(cacheID), {
+        visitors: [recorder],
+        onProgress: opts.onProgress,
+        backpressure: () => recorder.backpressure(),
+        sizeHint: opts.sizeHint,
+      });
       await recorder.finish();
       const label = opts.label ?? 'layer';
       if (opts.expectDiffID && result.diffID !== opts.expectDiffID) {
         throw new LaminaError('EDIGEST', `invalid diffID for ${label}: expected ${opts.expectDiffID}, got ${result.diffID}`);
       }
       const chain = computeChainID(parent, result.diffID);
-      if (this.has(chain)) {
-        return { layer: this.get(chain), created: false };
-      }
       fs.writeFileSync(path.join(stage, 'diff'), result.diffID, { mode: 0o644 });
-      if (parent) fs.writeFileSync(path.join(stage, 'parent'), parent, { mode: 0o644 });
       fs.writeFileSync(path.join(stage, 'size'), String(result.size), { mode: 0o644 });
-      fs.renameSync(stage, this.layerDir(chain));
-      published = true;
-      const layer: Layer = { chainID: chain, diffID: result.diffID, parent, size: result.size, cacheID };
-      this.cache.set(chain, layer);
-      return { layer, created: true };
+      faultPoint();
+      return this.lock.hold(() => {
+        // Re-checked under the lock: another process may have published the same chain meanwhile.
+        if (this.has(chain)) return { layer: this.get(chain), created: false };
+        fs.renameSync(stage, this.layerDir(chain));
+        published = true;
+        faultPoint();
+        const layer: Layer = { chainID: chain, diffID: result.diffID, parent, size: result.size, cacheID };
+        this.cache.set(chain, layer);
+        return { layer, created: true };
+      });
     } finally {
       if (!published) {
-        if (this.driver.exists(cacheID)) this.driver.remove(cacheID, { parent: parentLayer?.cacheID, dropCommitted: createdCommitted });
-        fs.rmSync(stage, { recursive: true, force: true });
+        abortRecorder();
+        this.lock.hold(() => {
+          if (this.driver.exists(cacheID)) this.driver.remove(cacheID, { parent: parentLayer?.cacheID, dropCommitted: createdCommitted });
+          fs.rmSync(stage, { recursive: true, force: true });
+        });
       }
+      unlockStage();
     }
   }
 
@@ -181,13 +276,20 @@ export class LayerStore {
    * by recover().
    */
   delete(chain: Digest): void {
-    const layer = this.get(chain);
-    if (this.children(chain).length) throw new LaminaError('EINUSE', `layer ${chain} still has child layers`);
-    const removing = path.join(this.shaDir, `${hex(chain)}-${randomBytes(8).toString('hex')}-removing`);
-    fs.renameSync(this.layerDir(chain), removing);
-    this.cache.delete(chain);
-    this.driver.remove(layer.cacheID);
-    fs.rmSync(removing, { recursive: true, force: true });
+    this.lock.hold(() => {
+      this.cache.delete(chain);
+      const layer = this.get(chain);
+      if (this.children(chain).length) throw new LaminaError('EINUSE', `layer ${chain} still has child layers`);
+      if (this.pinned().has(chain)) throw new LaminaError('EINUSE', `layer ${chain} is in use by another lamina process`);
+      const removing = path.join(this.shaDir, `${hex(chain)}-${randomBytes(8).toString('hex')}-removing`);
+      faultPoint();
+      fs.renameSync(this.layerDir(chain), removing);
+      this.cache.delete(chain);
+      faultPoint();
+      this.driver.remove(layer.cacheID);
+      faultPoint();
+      fs.rmSync(removing, { recursive: true, force: true });
+    });
   }
 
   // ---------------------------------------------------------------- container rw layers
@@ -209,7 +311,9 @@ export class LayerStore {
       fs.writeFileSync(path.join(stage, 'mount-id'), m.mountID, { mode: 0o644 });
       if (m.parent) fs.writeFileSync(path.join(stage, 'parent'), m.parent, { mode: 0o644 });
       fs.chmodSync(stage, 0o755);
+      faultPoint();
       fs.renameSync(stage, this.mountDir(container));
+      faultPoint();
     } catch (e) {
       fs.rmSync(stage, { recursive: true, force: true });
       throw e;

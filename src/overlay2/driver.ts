@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { LaminaError } from '../errors.js';
+import { faultPoint } from '../fsutil.js';
 
 const LINK_DIR = 'l';
 const ID_RE = /^[0-9a-f]{64}(-init)?$/;
@@ -116,21 +117,26 @@ export class Overlay2Driver {
     }
     fs.mkdirSync(dir, { mode: 0o710 });
     fs.chmodSync(dir, 0o710); // mkdir's mode is filtered by the umask
+    faultPoint();
     fs.mkdirSync(path.join(dir, 'diff'), { mode: 0o755 });
     fs.chmodSync(path.join(dir, 'diff'), 0o755);
+    faultPoint();
     // `link` is written before the l/ symlink exists, so whatever instant a crash hits, the
     // layer dir names every short link that may point at it (remove() relies on it).
     this.newShortLink(id);
     let createdCommitted = false;
     if (parentInfo) {
       fs.mkdirSync(path.join(dir, 'work'), { mode: 0o700 });
+      faultPoint();
       const committed = path.join(this.dir(parentInfo.id), 'committed');
       if (!fs.existsSync(committed)) {
         fs.writeFileSync(committed, '', { mode: 0o600 });
         createdCommitted = true;
+        faultPoint();
       }
       const lower = [parentInfo.link, ...parentInfo.lower].map((l) => `${LINK_DIR}/${l}`).join(':');
       fs.writeFileSync(path.join(dir, 'lower'), lower, { mode: 0o644 });
+      faultPoint();
     }
     return { createdCommitted };
   }
@@ -140,8 +146,10 @@ export class Overlay2Driver {
     for (let attempt = 0; attempt < 5; attempt++) {
       const lid = generateShortID();
       fs.writeFileSync(linkFile, lid, { mode: 0o644 });
+      faultPoint();
       try {
         fs.symlinkSync(`../${id}/diff`, path.join(this.home, LINK_DIR, lid));
+        faultPoint();
         return lid;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
@@ -211,7 +219,9 @@ export class Overlay2Driver {
     }
     if (link && LID_RE.test(link)) fs.rmSync(path.join(this.home, LINK_DIR, link), { force: true });
     else this.removeLinksTo(id); // no usable link file: look for any short link to this layer
+    faultPoint();
     fs.rmSync(dir, { recursive: true, force: true });
+    faultPoint();
     if (opts.parent && opts.dropCommitted) fs.rmSync(path.join(this.dir(opts.parent), 'committed'), { force: true });
   }
 

@@ -14,10 +14,31 @@ interface Libc {
 
 let libc: Libc | undefined;
 
+/** The parts of koffi's module this file uses. */
+interface Koffi {
+  load(path: string): { func(signature: string): Fn };
+  errno(): number;
+}
+
+/**
+ * koffi's entry point spends about 10 ms finding its prebuilt binary (it reads node's own ELF
+ * header to tell glibc from musl, then probes paths); on glibc that is this platform package's
+ * binary, which is loaded directly. koffi's entry point stays the fallback (musl, other layouts).
+ */
+function loadKoffi(): Koffi {
+  try {
+    const native = require(`@koromix/koffi-${process.platform}-${process.arch}/${process.platform}_${process.arch}/koffi.node`) as Partial<Koffi>;
+    if (typeof native.load === 'function' && typeof native.errno === 'function') return native as Koffi;
+  } catch {
+    // not there, or not loadable here
+  }
+  return require('koffi') as Koffi;
+}
+
 // koffi is loaded on first use so commands that never touch a syscall start fast.
 function lib(): Libc {
   if (libc) return libc;
-  const koffi = require('koffi');
+  const koffi = loadKoffi();
   const c = koffi.load('libc.so.6');
   libc = {
     mknod: c.func('int mknod(const char *path, uint32_t mode, uint64_t dev)'),

@@ -46,6 +46,15 @@ export class Crc64 {
     return this;
   }
 
+  /** High and low 32 bits of the sum (unsigned). */
+  get high(): number {
+    return this.hi;
+  }
+
+  get low(): number {
+    return this.lo;
+  }
+
   /** The 8-byte big-endian sum, as Go's Sum(nil) returns it. */
   digest(): Buffer {
     const out = Buffer.allocUnsafe(8);

@@ -44,23 +44,31 @@ const O_CLOEXEC = 0o2000000;
 
 /** tar-split reads what follows the end-of-archive marker in chunks of at most 1 MiB. */
 const TRAILING_CHUNK = 1 << 20;
-/** JSON text is handed on in batches of about this many characters. */
-const BATCH_CHARS = 64 * 1024;
+/** JSON is written into buffers of up to this size and handed on whole lines at a time. */
+const OUT_CHUNK = 256 * 1024;
+const FIRST_OUT_CHUNK = 16 * 1024;
+/** tar-split JSON up to this size is compressed in one go when recording ends (see GzipFile). */
+const SMALL_TARSPLIT = 1 << 20;
+/**
+ * gzip input waiting for the compressor (on libuv's thread pool) before recording pauses: bounds
+ * memory when compression falls behind the parser.
+ */
+const GZIP_BACKLOG = 2 << 20;
 
 /**
  * A TarVisitor that records tar-split. Feed it the events of a TarParser (alone or through a
  * TeeVisitor), then await finish().
  *
  * Output:
- *  - a Writable: gzip (header bytes as Go writes them) streamed into it; finish() ends it;
- *  - a function: the uncompressed JSON text, in pieces, as it is produced;
+ *  - a file path: gzip (header bytes as Go writes them) written to that file (mode 0644), in
+ *    one synchronous write at finish() for a small layer, streamed for a large one;
+ *  - a Writable: gzip streamed into it; finish() ends it;
+ *  - a function: the uncompressed JSON text, in pieces of whole lines, as it is produced;
  *  - nothing: gzip collected in memory and returned by finish().
  */
 export class TarSplitRecorder implements TarVisitor {
-  private readonly gz: GoGzip | null;
-  private readonly emitText: (text: string) => void;
-  private batch: string[] = [];
-  private batchChars = 0;
+  private readonly sink: LinesSink;
+  private readonly out: JsonLines;
   private position = 0;
   private readonly seen = new Set<string>();
   private seg: Buffer = Buffer.allocUnsafe(16 * 1024);
@@ -70,15 +78,16 @@ export class TarSplitRecorder implements TarVisitor {
   private hashing = false;
   private finished = false;
 
-  constructor(out?: Writable | ((jsonText: string) => void)) {
+  constructor(out?: string | Writable | ((jsonText: string) => void)) {
     if (typeof out === 'function') {
-      this.gz = null;
-      this.emitText = out;
+      this.sink = { write: (b) => out(b.toString('utf8')), end: async () => Buffer.alloc(0), backlog: () => undefined };
+    } else if (typeof out === 'string') {
+      this.sink = new GzipFile(out);
     } else {
-      const gz = new GoGzip(out);
-      this.gz = gz;
-      this.emitText = (text) => gz.write(text);
+      this.sink = new GoGzip(out);
     }
+    const sink = this.sink;
+    this.out = new JsonLines((b) => sink.write(b));
   }
 
   raw(chunk: Buffer): void {
@@ -114,16 +123,26 @@ export class TarSplitRecorder implements TarVisitor {
   }
 
   entryEnd(h: TarHeader): void {
-    let line = '{"type":1';
+    const o = this.out;
+    let name = '';
     if (h.nameBytes.length > 0) {
-      line += isUtf8(h.nameBytes) ? `,"name":${goJsonString(h.nameBytes.toString('utf8'))}` : `,"name_raw":"${h.nameBytes.toString('base64')}"`;
+      // h.name is the UTF-8 decoding of nameBytes: without a U+FFFD in it the bytes were valid.
+      name = !h.name.includes('\uFFFD') || isUtf8(h.nameBytes) ? `,"name":${goJsonString(h.name)}` : `,"name_raw":"${h.nameBytes.toString('base64')}"`;
     }
-    if (h.size !== 0) line += `,"size":${h.size}`;
+    o.reserve(name.length * 3 + 96);
+    o.ascii('{"type":1');
+    if (name) o.utf8(name);
+    if (h.size !== 0) o.ascii(`,"size":${h.size}`);
     // tar-split checksums whatever content the reader yields when the size field is positive
     // (nothing for header-only types), and stores no checksum otherwise.
-    line += this.hashing ? `,"payload":"${this.crc.digest().toString('base64')}"` : ',"payload":null';
+    if (this.hashing) {
+      o.ascii(',"payload":"');
+      o.crcBase64(this.crc);
+      o.ascii(`","position":${this.position++}}\n`);
+    } else {
+      o.ascii(`,"payload":null,"position":${this.position++}}\n`);
+    }
     this.hashing = false;
-    this.push(`${line},"position":${this.position++}}\n`);
   }
 
   eof(): void {
@@ -142,8 +161,22 @@ export class TarSplitRecorder implements TarVisitor {
     if (!this.afterEof) throw new LaminaError('EBADTAR', 'tar-split: the tar stream did not reach its end');
     if (this.segFill > 0) this.flushSegment();
     this.pushSegment('');
-    this.flushBatch();
-    return this.gz ? this.gz.end() : Buffer.alloc(0);
+    this.out.flush();
+    return this.sink.end();
+  }
+
+  /** Gives up after a failure: stops compressing and closes the output (nothing is flushed). */
+  abort(): void {
+    this.finished = true;
+    this.sink.abort?.();
+  }
+
+  /**
+   * A promise to wait for before feeding more input when the gzip compressor has fallen
+   * behind (see GZIP_BACKLOG); undefined when there is nothing to wait for.
+   */
+  backpressure(): Promise<void> | undefined {
+    return this.sink.backlog();
   }
 
   private append(chunk: Buffer): void {
@@ -163,38 +196,142 @@ export class TarSplitRecorder implements TarVisitor {
   }
 
   private pushSegment(base64: string): void {
-    this.push(`{"type":2,"payload":"${base64}","position":${this.position++}}\n`);
+    const o = this.out;
+    o.reserve(base64.length + 64);
+    o.ascii('{"type":2,"payload":"');
+    o.ascii(base64);
+    o.ascii(`","position":${this.position++}}\n`);
+  }
+}
+
+const BASE64 = Buffer.from('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/');
+
+/**
+ * JSON text written straight into buffers (no string per line, no joining, no re-encoding);
+ * each buffer handed on holds whole lines. Buffers start small (most layers are) and grow to
+ * OUT_CHUNK.
+ */
+class JsonLines {
+  private buf = Buffer.allocUnsafe(FIRST_OUT_CHUNK);
+  private fill = 0;
+
+  constructor(private readonly emit: (lines: Buffer) => void) {}
+
+  /** Makes room for a line of up to `n` bytes. */
+  reserve(n: number): void {
+    if (this.fill + n <= this.buf.length) return;
+    this.flush();
+    if (n > this.buf.length) this.buf = Buffer.allocUnsafe(n);
   }
 
-  private push(line: string): void {
-    this.batch.push(line);
-    this.batchChars += line.length;
-    if (this.batchChars >= BATCH_CHARS) this.flushBatch();
+  /** Text known to be ASCII. */
+  ascii(s: string): void {
+    this.fill += this.buf.write(s, this.fill, 'latin1');
   }
 
-  private flushBatch(): void {
-    if (this.batch.length === 0) return;
-    const text = this.batch.length === 1 ? this.batch[0] : this.batch.join('');
-    this.batch = [];
-    this.batchChars = 0;
-    this.emitText(text);
+  utf8(s: string): void {
+    this.fill += this.buf.write(s, this.fill, 'utf8');
+  }
+
+  /** The CRC's 8-byte big-endian digest as base64 (12 characters), without a Buffer or string for it. */
+  crcBase64(crc: Crc64): void {
+    const b = this.buf;
+    let i = this.fill;
+    const hi = crc.high, lo = crc.low;
+    // Bytes hi3 hi2 hi1 | hi0 lo3 lo2 | lo1 lo0 (pad): three groups of 24 bits and one of 16.
+    const g0 = hi >>> 8;
+    const g1 = ((hi & 0xff) << 16) | (lo >>> 16);
+    const g2 = (lo & 0xffff) << 2;
+    b[i++] = BASE64[g0 >>> 18]; b[i++] = BASE64[(g0 >>> 12) & 63]; b[i++] = BASE64[(g0 >>> 6) & 63]; b[i++] = BASE64[g0 & 63];
+    b[i++] = BASE64[g1 >>> 18]; b[i++] = BASE64[(g1 >>> 12) & 63]; b[i++] = BASE64[(g1 >>> 6) & 63]; b[i++] = BASE64[g1 & 63];
+    b[i++] = BASE64[g2 >>> 12]; b[i++] = BASE64[(g2 >>> 6) & 63]; b[i++] = BASE64[g2 & 63]; b[i++] = 0x3d; // '='
+    this.fill = i;
+  }
+
+  flush(): void {
+    if (this.fill === 0) return;
+    this.emit(this.buf.subarray(0, this.fill));
+    // A fresh buffer: the consumer may keep the one handed on.
+    this.buf = Buffer.allocUnsafe(Math.min(this.buf.length * 2, OUT_CHUNK));
+    this.fill = 0;
+  }
+}
+
+/** Where the JSON lines go. */
+interface LinesSink {
+  write(lines: Buffer): void;
+  /** All lines are written: the gzip bytes when collected in memory, else an empty Buffer. */
+  end(): Promise<Buffer>;
+  backlog(): Promise<void> | undefined;
+  abort?(): void;
+}
+
+/** Patches zlib's gzip header into Go's: no extra flags (zlib writes 4 at level 1), OS 255. */
+function patchGzipHeader(chunk: Buffer, at: number): void {
+  if (at <= 8 && at + chunk.length > 8) chunk[8 - at] = 0x00;
+  if (at <= 9 && at + chunk.length > 9) chunk[9 - at] = 0xff;
+}
+
+/**
+ * tar-split into a file: JSON up to SMALL_TARSPLIT is kept and compressed in one synchronous
+ * call at the end (no stream set-up, no thread-pool round trips: most layers are small);
+ * past that, it is streamed through GoGzip.
+ */
+class GzipFile implements LinesSink {
+  private pending: Buffer[] | null = [];
+  private pendingBytes = 0;
+  private stream: GoGzip | null = null;
+
+  constructor(private readonly file: string) {}
+
+  write(lines: Buffer): void {
+    if (this.stream) return this.stream.write(lines);
+    this.pending!.push(lines);
+    this.pendingBytes += lines.length;
+    if (this.pendingBytes > SMALL_TARSPLIT) {
+      this.stream = new GoGzip(fs.createWriteStream(this.file, { mode: 0o644 }));
+      for (const b of this.pending!) this.stream.write(b);
+      this.pending = null;
+    }
+  }
+
+  async end(): Promise<Buffer> {
+    if (this.stream) return this.stream.end();
+    const gz = zlib.gzipSync(this.pending!.length === 1 ? this.pending![0] : Buffer.concat(this.pending!), { level: zlib.constants.Z_BEST_SPEED });
+    patchGzipHeader(gz, 0);
+    fs.writeFileSync(this.file, gz, { mode: 0o644 });
+    this.pending = null;
+    return Buffer.alloc(0);
+  }
+
+  backlog(): Promise<void> | undefined {
+    return this.stream?.backlog();
+  }
+
+  abort(): void {
+    this.pending = null;
+    this.stream?.abort();
   }
 }
 
 /**
- * gzip with Go's header bytes (1f8b 0800 00000000 00ff: no name, mtime 0, OS 255); zlib writes
- * OS 3, so byte 9 of the output is patched on its way out.
+ * gzip with Go's header bytes (1f8b 0800 00000000 00ff: no name, mtime 0, no extra flags, OS
+ * 255). zlib writes XFL 4 at level 1 and OS 3, so bytes 8 and 9 are patched on their way out.
+ * tar-split is never content-addressed (any gzip of the JSON reads back the same), so it is
+ * compressed at level 1: a third of the time of level 6 for a slightly larger file.
  */
-class GoGzip {
-  private readonly gzip = zlib.createGzip();
+class GoGzip implements LinesSink {
+  // zlib passes stream options through to its Transform (@types/node does not say so).
+  private readonly gzip = zlib.createGzip({ level: zlib.constants.Z_BEST_SPEED, writableHighWaterMark: GZIP_BACKLOG } as zlib.ZlibOptions);
   private readonly done: Promise<void>;
   private readonly collected: Buffer[] | null;
+  private drained: Promise<void> | null = null;
 
   constructor(out?: Writable) {
     let seen = 0;
-    const patchOs = new Transform({
+    const patchHeader = new Transform({
       transform(chunk: Buffer, _enc, cb) {
-        if (seen <= 9 && seen + chunk.length > 9) chunk[9 - seen] = 0xff;
+        patchGzipHeader(chunk, seen);
         seen += chunk.length;
         cb(null, chunk);
       },
@@ -209,12 +346,31 @@ class GoGzip {
           cb();
         },
       });
-    this.done = pipeline(this.gzip, patchOs, sink);
+    this.done = pipeline(this.gzip, patchHeader, sink);
     this.done.catch(() => {}); // reported by end()
   }
 
-  write(text: string): void {
-    this.gzip.write(text);
+  write(lines: Buffer): void {
+    this.gzip.write(lines);
+  }
+
+  /** Resolves once the compressor has caught up, if it is GZIP_BACKLOG behind. */
+  backlog(): Promise<void> | undefined {
+    if (!this.gzip.writableNeedDrain) return undefined;
+    // 'drain', or the pipeline failing (end() reports that).
+    return (this.drained ??= new Promise<void>((resolve) => {
+      const settle = () => {
+        this.gzip.off('drain', settle);
+        this.drained = null;
+        resolve();
+      };
+      this.gzip.once('drain', settle);
+      this.done.then(settle, settle);
+    }));
+  }
+
+  abort(): void {
+    this.gzip.destroy(); // the pipeline takes the output down with it
   }
 
   async end(): Promise<Buffer> {
@@ -249,6 +405,11 @@ const GO_REWRITE = /\\(.)|[<>&\u2028\u2029]/g;
 
 /** Go's path.Clean (what filepath.Clean does on Linux). */
 export function goClean(p: string): string {
+  // Fast path, the common case: no empty, "." or ".." component (each would start the name or
+  // follow a "/"), so at most a trailing "/" differs from the clean form.
+  if (p.length > 1 && p.charCodeAt(0) !== 0x2e /* . */ && !p.includes('/.') && !p.includes('//')) {
+    return p.endsWith('/') ? p.slice(0, -1) : p;
+  }
   const n = path.posix.normalize(p);
   return n.length > 1 && n.endsWith('/') ? n.slice(0, -1) : n;
 }

@@ -1,7 +1,9 @@
 // applyLayer against real layers: Docker's own (every layer of the fixture saves, checked
 // against expected.json), GNU tar's extraction of GNU-made archives (stat of every path on
 // both sides), and Docker's rules for whiteouts, replaced entries, times and sizes.
-import { test } from 'node:test';
+// Every test runs twice: extraction on the parsing thread, and in the worker thread that large
+// layers use (`offload`), with the same expectations.
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -13,6 +15,9 @@ import { cleanLayerPath } from '../../src/archive/paths.js';
 import { dockerSize } from '../../src/archive/size.js';
 import { isLaminaError } from '../../src/errors.js';
 import * as sys from '../../src/sys/index.js';
+import { LayerExtractor } from '../../src/archive/extract.js';
+import { RemoteExtractor } from '../../src/archive/extract-remote.js';
+import { TarParser } from '../../src/tar/reader.js';
 import type { TarVisitor } from '../../src/tar/types.js';
 import { compareDiffDir } from '../helpers/expected.js';
 import { fixtureLayers } from '../tar/fixtures.js';
@@ -21,7 +26,24 @@ import * as T from './tarbuild.js';
 
 const sha256hex = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-test('every layer of the Docker fixtures lands as Docker put it in diff/', async (t) => {
+/** Where extraction runs in the test being run (see bothWays). */
+let offload = false;
+
+/** Registers a test twice: extraction on this thread, then in the worker thread; same expectations. */
+function bothWays(name: string, fn: (t: TestContext) => Promise<void>): void {
+  for (const worker of [false, true]) {
+    test(worker ? `${name} [worker thread]` : name, async (t) => {
+      offload = worker;
+      try {
+        await fn(t);
+      } finally {
+        offload = false;
+      }
+    });
+  }
+}
+
+bothWays('every layer of the Docker fixtures lands as Docker put it in diff/', async (t) => {
   const tmp = tmpDir(t);
   const layers = fixtureLayers();
   assert.ok(layers.length >= 12);
@@ -34,7 +56,7 @@ test('every layer of the Docker fixtures lands as Docker put it in diff/', async
     const counter: TarVisitor = { raw: (c) => (seen += c.length), entry: () => {}, data: (c) => (seen += c.length) };
     const progress: number[] = [];
     // Odd chunk sizes put header and content boundaries everywhere.
-    const r = await applyBuffer(tar, diff, n % 2 ? 4099 : 65536, { visitors: [counter], onProgress: (b) => progress.push(b) });
+    const r = await applyBuffer(tar, diff, n % 2 ? 4099 : 65536, { visitors: [counter], onProgress: (b) => progress.push(b), offload });
     const what = `${image} layer ${layer.index}`;
     assert.equal(r.diffID, layer.diffID, `${what}: diffID`);
     assert.equal(r.diffID, 'sha256:' + sha256hex(tar), `${what}: diffID is the sha256 of the tar`);
@@ -162,7 +184,7 @@ function describe(root: string): Map<string, Described> {
 }
 
 for (const format of ['pax', 'gnu'] as const) {
-  test(`a GNU tar ${format}-format archive extracts exactly as GNU tar extracts it`, async (t) => {
+  bothWays(`a GNU tar ${format}-format archive extracts exactly as GNU tar extracts it`, async (t) => {
     const tmp = tmpDir(t);
     const src = path.join(tmp, 'src');
     fs.mkdirSync(src);
@@ -173,7 +195,7 @@ for (const format of ['pax', 'gnu'] as const) {
     const gnu = makeDiffDir(tmp, 'gnu');
     execFileSync('tar', ['-xf', archive, '-C', gnu, ...xattrArgs, '--numeric-owner', '-p', '--same-owner']);
     const ours = makeDiffDir(tmp, 'ours');
-    const r = await applyLayer(fs.createReadStream(archive, { highWaterMark: 16384 }), ours);
+    const r = await applyLayer(fs.createReadStream(archive, { highWaterMark: 16384 }), ours, { offload });
 
     const want = describe(gnu);
     const got = describe(ours);
@@ -218,11 +240,11 @@ test('entry names are cleaned as if joined to "/" (Python\'s posixpath.normpath 
 async function applyTar(t: { after: (fn: () => void) => void }, tar: Buffer) {
   const tmp = tmpDir(t);
   const diff = makeDiffDir(tmp);
-  const r = await applyBuffer(tar, diff, 777);
+  const r = await applyBuffer(tar, diff, 777, { offload });
   return { diff, r, at: (rel: string) => path.join(diff, rel) };
 }
 
-test('whiteouts become 0:0 char devices with mode 0 and the header owner; .wh..wh..opq makes the dir opaque', async (t) => {
+bothWays('whiteouts become 0:0 char devices with mode 0 and the header owner; .wh..wh..opq makes the dir opaque', async (t) => {
   const { diff, r, at } = await applyTar(t, T.tar(
     T.dir('etc/'),
     T.file('etc/.wh.deleted', '', { mode: 0o600 }),
@@ -253,7 +275,7 @@ test('whiteouts become 0:0 char devices with mode 0 and the header owner; .wh..w
   assert.equal(r.size, 3);
 });
 
-test('invalid whiteout names and a whiteout over an entry of the same layer are refused', async (t) => {
+bothWays('invalid whiteout names and a whiteout over an entry of the same layer are refused', async (t) => {
   for (const name of ['.wh.', 'a/.wh..', 'a/.wh...']) {
     await assert.rejects(applyTar(t, T.tar(T.dir('a/'), T.file(name))), (e: unknown) => {
       assert.ok(isLaminaError(e, 'EUNSAFEPATH'), String(e));
@@ -265,7 +287,7 @@ test('invalid whiteout names and a whiteout over an entry of the same layer are 
   await assert.rejects(applyTar(t, T.tar(T.file('a'), T.file('.wh.a'))), (e: unknown) => isLaminaError(e, 'EBADTAR') && /"\.wh\.a".*this layer also contains/.test((e as Error).message));
 });
 
-test('an entry over an existing path replaces it; a directory over a directory merges', async (t) => {
+bothWays('an entry over an existing path replaces it; a directory over a directory merges', async (t) => {
   const { diff, r, at } = await applyTar(t, T.tar(
     T.file('f', 'first version, long'),
     T.file('f', 'second'), // file over file
@@ -302,7 +324,7 @@ test('an entry over an existing path replaces it; a directory over a directory m
   assert.equal(r.size, 6 + 10 + 4 + 8 + 8);
 });
 
-test('the size formula counts hard links once, symlinks by target length, devices as 0', async (t) => {
+bothWays('the size formula counts hard links once, symlinks by target length, devices as 0', async (t) => {
   const { diff, r } = await applyTar(t, T.tar(
     T.file('a', '123456789'),
     T.hardlink('b', 'a'),
@@ -321,7 +343,7 @@ test('the size formula counts hard links once, symlinks by target length, device
   assert.equal(fs.lstatSync(path.join(diff, 'a')).nlink, 3);
 });
 
-test('setuid bits survive chown, file capabilities survive the content write, times are Docker\'s', async (t) => {
+bothWays('setuid bits survive chown, file capabilities survive the content write, times are Docker\'s', async (t) => {
   const { at } = await applyTar(t, T.tar(
     T.file('suid', 'x', { mode: 0o6755, uid: 5, gid: 6 }),
     T.dir('sticky/', { mode: 0o1777 }),
@@ -352,7 +374,7 @@ test('setuid bits survive chown, file capabilities survive the content write, ti
   assert.equal(st('late').mtimeNs, 1650000001500000000n, 'directory times set after their children');
 });
 
-test('the root entry is skipped, as Docker does; symlinked parents resolve inside the layer', async (t) => {
+bothWays('the root entry is skipped, as Docker does; symlinked parents resolve inside the layer', async (t) => {
   const { diff, at } = await applyTar(t, T.tar(
     T.dir('./', { mode: 0o700, uid: 9, mtime: 1000 }),
     T.dir('/', { mode: 0o700, uid: 9, mtime: 1000 }),
@@ -378,7 +400,7 @@ test('the root entry is skipped, as Docker does; symlinked parents resolve insid
   assert.equal(fs.existsSync(at('x')), false, 'the name is cleaned before anything is created (Go\'s filepath.Clean)');
 });
 
-test('unsupported entry types and non-UTF-8 names are refused with the entry named', async (t) => {
+bothWays('unsupported entry types and non-UTF-8 names are refused with the entry named', async (t) => {
   await assert.rejects(applyTar(t, T.tar(T.entry({ name: 'contig', type: '7' }, 'x'))), (e: unknown) => isLaminaError(e, 'EBADTAR') && /"contig": unsupported entry type "7"/.test((e as Error).message));
   const bad = T.entry({ name: 'placeholder' }, 'x');
   Buffer.from([0x66, 0xff, 0x6f, 0x00]).copy(bad, 0);
@@ -391,7 +413,7 @@ test('unsupported entry types and non-UTF-8 names are refused with the entry nam
   await assert.rejects(applyTar(t, T.tar(bad)), (e: unknown) => isLaminaError(e, 'EBADTAR') && /not valid UTF-8/.test((e as Error).message));
 });
 
-test('memory stays bounded for a layer far larger than any buffer', async (t) => {
+bothWays('memory stays bounded for a layer far larger than any buffer', async (t) => {
   const tmp = tmpDir(t);
   const diff = makeDiffDir(tmp);
   const size = 256 * 1024 * 1024;
@@ -403,8 +425,89 @@ test('memory stays bounded for a layer far larger than any buffer', async (t) =>
   }
   const before = process.memoryUsage().rss;
   let peak = before;
-  const r = await applyLayer(Readable.from(layer()), diff, { onProgress: () => (peak = Math.max(peak, process.memoryUsage().rss)) });
+  const r = await applyLayer(Readable.from(layer()), diff, { onProgress: () => (peak = Math.max(peak, process.memoryUsage().rss)), offload });
   assert.equal(r.size, size);
   assert.equal(fs.statSync(path.join(diff, 'big.bin')).size, size);
   assert.ok(peak - before < 64 * 1024 * 1024, `RSS grew by ${((peak - before) / 1048576).toFixed(1)} MiB`);
+});
+
+// ---------------------------------------------------------------------------------------------
+// A worker taking over mid-layer (what applyLayer does once its worker is up).
+
+/** Extracts `tar` on this thread up to entry `k`, then hands the extractor's state to a worker. */
+async function applyHandingOverAt(tar: Buffer, diff: string, k: number): Promise<{ size: number; entries: number }> {
+  const local = new LayerExtractor(diff);
+  const remote = new RemoteExtractor();
+  await remote.whenReady();
+  let seen = 0;
+  let remoteMode = false;
+  const parser = new TarParser({
+    entry(h) {
+      if (!remoteMode && seen++ === k) {
+        remote.begin(local.state());
+        remoteMode = true;
+      }
+      if (remoteMode) remote.entry(h);
+      else local.entry(h);
+    },
+    data: (c) => (remoteMode ? remote.data(c) : local.data(c)),
+    entryEnd: (h) => (remoteMode ? remote.entryEnd(h) : local.entryEnd()),
+  });
+  try {
+    for (let i = 0; i < tar.length; i += 1000) {
+      parser.write(tar.subarray(i, i + 1000));
+      if (remoteMode) await remote.waitForRoom();
+    }
+    parser.end();
+    if (remoteMode) return await remote.finish();
+    remote.release();
+    return { size: local.finish(), entries: local.entries };
+  } catch (e) {
+    throw remoteMode ? await remote.abort(e) : e;
+  }
+}
+
+test('a worker taking over between any two entries carries on exactly as this thread would have', async (t) => {
+  const tmp = tmpDir(t);
+  // Replacements, merges, hard links and directory times that span the hand-over point.
+  const tar = T.tar(
+    T.dir('tree/', { mtime: 1111111111 }),
+    T.file('tree/a', 'aaaa'),
+    T.dir('tree/sub/', { mode: 0o750, mtime: 1222222222 }),
+    T.file('tree/sub/b', 'bbbbbbbb', { uid: 7, gid: 8 }),
+    T.dir('m/', { mode: 0o755, uid: 1 }),
+    T.file('m/keep', 'kept'),
+    T.file('orig', 'ORIGINAL'),
+    T.hardlink('alias', 'orig'),
+    T.symlink('s', 'tree'),
+    T.file('s/via-link', 'through a symlinked parent'),
+    T.dir('sg/', { mode: 0o2775, gid: 50 }),
+    T.file('sg/in-setgid', 'takes the header group'),
+    T.file('tree', 'now a file over the whole tree'),
+    T.dir('m/', { mode: 0o711, uid: 2, mtime: 1234567890 }),
+    T.file('alias', 'replaced'),
+    T.file('f', 'first version, long'),
+    T.file('f', 'second'),
+  );
+  const want = makeDiffDir(tmp, 'inline');
+  const r0 = await applyBuffer(tar, want, 1000);
+  const expected = describe(want);
+  for (let k = 0; k <= 17; k++) {
+    const diff = makeDiffDir(tmp, `handover-${k}`);
+    const r = await applyHandingOverAt(tar, diff, k);
+    assert.deepEqual(describe(diff), expected, `hand-over before entry ${k}`);
+    assert.equal(r.size, r0.size, `hand-over before entry ${k}: size`);
+    assert.equal(r.entries, r0.entries, `hand-over before entry ${k}: entries`);
+  }
+});
+
+test('an extraction failure after the hand-over is reported as on one thread', async (t) => {
+  const tmp = tmpDir(t);
+  const tar = T.tar(T.dir('d/'), T.file('d/x', 'x'), T.entry({ name: 'contig', type: '7' }, 'x'), T.file('after', 'y'));
+  for (const k of [0, 1, 2]) {
+    await assert.rejects(
+      applyHandingOverAt(tar, makeDiffDir(tmp, `fail-${k}`), k),
+      (e: unknown) => isLaminaError(e, 'EBADTAR') && /"contig": unsupported entry type "7"/.test((e as Error).message),
+    );
+  }
 });

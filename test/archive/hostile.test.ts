@@ -266,14 +266,15 @@ const cases: Case[] = [
   },
 ];
 
-for (const c of cases) {
-  test(`hostile: ${c.name}`, async (t) => {
+// Each case runs with extraction on the parsing thread and in the worker thread large layers use.
+for (const offload of [false, true]) for (const c of cases) {
+  test(`hostile: ${c.name}${offload ? ' [worker thread]' : ''}`, async (t) => {
     const a = arena(t);
     const before = snapshot(a.tmp, a.diff);
     const tar = c.tar(a);
     let error: unknown;
     try {
-      await applyBuffer(tar, a.diff, 509);
+      await applyBuffer(tar, a.diff, 509, { offload });
     } catch (e) {
       error = e;
     }
@@ -293,14 +294,14 @@ for (const c of cases) {
   });
 }
 
-test('hostile: a path twice in one layer is refused by the tar-split recorder before extraction sees it', async (t) => {
+for (const offload of [false, true]) test(`hostile: a path twice in one layer is refused by the tar-split recorder before extraction sees it${offload ? ' [worker thread]' : ''}`, async (t) => {
   // The layer store runs applyLayer with the recorder as an extra visitor, as Docker runs its
   // tar-split packer: Docker answers "duplicates of file paths not supported".
   const a = arena(t);
   const before = snapshot(a.tmp, a.diff);
   const tar = T.tar(T.symlink('victim', `${a.tmp}/canary.txt`), T.file('./victim', PWNED));
   await assert.rejects(
-    applyBuffer(tar, a.diff, 509, { visitors: [new TarSplitRecorder(() => {})] }),
+    applyBuffer(tar, a.diff, 509, { visitors: [new TarSplitRecorder(() => {})], offload }),
     (e: unknown) => isLaminaError(e, 'EBADTAR') && (e as Error).message === 'tar entry "./victim": duplicates of file paths not supported',
   );
   assert.deepEqual(snapshot(a.tmp, a.diff), before, 'nothing outside diff/ changed');

@@ -8,8 +8,11 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import { Readable } from 'node:stream';
 import { Store } from '../../src/store.js';
+import type { Digest } from '../../src/digest/index.js';
 import { compareDiffDir, expectedImages, fixtureSave } from '../helpers/expected.js';
+import { dockerTarSplits, fixtureLayers } from '../tar/fixtures.js';
 
 function tmpRoot(t: { after: (fn: () => void) => void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lamina-store-'));
@@ -158,4 +161,24 @@ test('rmi by ID of an image with two tags needs -f; by name it only untags', asy
   assert.ok(store.images.has(id));
   const ev = store.removeImage(id.slice(7, 19), { force: false });
   assert.deepEqual(ev.map((e) => e.kind), ['untagged', 'deleted', 'deleted']);
+});
+
+test('a layer registered as large (extracted on a worker thread) is stored exactly like a small one', async (t) => {
+  const root = tmpRoot(t);
+  const store = Store.open(path.join(root, 'lamina'));
+  const docker = dockerTarSplits();
+  const parents = new Map<string, Digest | undefined>();
+  for (const { image, layer, tar } of fixtureLayers()) {
+    const parent = layer.index === 0 ? undefined : parents.get(`${image}/${layer.index - 1}`);
+    parents.set(`${image}/${layer.index}`, layer.chainID);
+    if (store.layers.has(layer.chainID)) continue;
+    // The size hint is what decides: every fixture layer is small, so this one claims to be large.
+    const { layer: got } = await store.layers.register(parent, Readable.from([tar]), { expectDiffID: layer.diffID, sizeHint: 1 << 30 });
+    assert.equal(got.chainID, layer.chainID);
+    assert.equal(got.size, layer.dockerSizeFormula, `${image} layer ${layer.index}: size`);
+    const tarSplit = fs.readFileSync(store.layers.tarSplitPath(layer.chainID));
+    assert.equal(zlib.gunzipSync(tarSplit).toString(), zlib.gunzipSync(docker.get(layer.chainID)!).toString(), `${image} layer ${layer.index}: tar-split`);
+    const problems = compareDiffDir(store.driver.diffPath(got.cacheID), layer);
+    assert.deepEqual(problems, [], `${image} layer ${layer.index}: diff/ differs from Docker's`);
+  }
 });

@@ -15,6 +15,7 @@ import {
   goJsonString, TARSPLIT_FILE, TARSPLIT_SEGMENT, type TarSplitEntry,
 } from '../../src/tar/tarsplit.js';
 import { isLaminaError } from '../../src/errors.js';
+import * as T from '../archive/tarbuild.js';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -266,4 +267,42 @@ test('the recorder streams gzip into a Writable', async (t) => {
   const written = fs.readFileSync(path.join(dir, 'tar-split.json.gz'));
   assert.equal(written.subarray(0, 10).toString('hex'), '1f8b08000000000000ff');
   assert.equal(zlib.gunzipSync(written).toString(), zlib.gunzipSync(dockerTarSplits().get(layer.chainID)!).toString());
+});
+
+test('the recorder writes a file: a small layer in one go, a large one streamed, both as Go gzip of the same JSON', async (t) => {
+  const dir = tmpdir(t);
+  // Docker's own small layer, and a layer whose JSON is several MiB (thousands of entries).
+  const small = fixtureLayers()[fixtureLayers().length - 1].tar;
+  const big = T.tar(...Array.from({ length: 6000 }, (_, i) => T.entry({ name: `dir-${i % 7}/file-${i}.txt` }, `content ${i}\n`)));
+  for (const [name, tar] of [['small', small], ['big', big]] as const) {
+    const file = path.join(dir, `${name}.json.gz`);
+    const parts: string[] = [];
+    const rec = new TarSplitRecorder(file);
+    const text = new TarSplitRecorder((s) => parts.push(s));
+    const p = new TarParser(new TeeVisitor(rec, text));
+    for (let i = 0; i < tar.length; i += 65536) {
+      p.write(tar.subarray(i, i + 65536));
+      await rec.backpressure();
+    }
+    p.end();
+    await rec.finish();
+    await text.finish();
+    const written = fs.readFileSync(file);
+    assert.equal(written.subarray(0, 10).toString('hex'), '1f8b08000000000000ff', `${name}: Go's gzip header`);
+    assert.equal(zlib.gunzipSync(written).toString(), parts.join(''), `${name}: same JSON as the text output`);
+    assert.equal(fs.statSync(file).mode & 0o777, 0o644);
+    if (name === 'big') assert.ok(parts.join('').length > 4 << 20, 'the big layer took the streaming path');
+  }
+});
+
+test('an aborted recorder stops and closes its output', async (t) => {
+  const dir = tmpdir(t);
+  const tar = T.tar(...Array.from({ length: 3000 }, (_, i) => T.entry({ name: `f-${i}` }, 'x')));
+  const rec = new TarSplitRecorder(path.join(dir, 'ts.json.gz'));
+  const p = new TarParser(rec);
+  p.write(tar.subarray(0, tar.length >> 1));
+  rec.abort();
+  await new Promise((r) => setImmediate(r));
+  await assert.rejects(rec.finish(), /called twice/);
+  fs.rmSync(dir, { recursive: true, force: true });
 });
