@@ -23,7 +23,8 @@ export function registerChangeCommands(program: Command, getStore: GetStore): vo
       .description("Inspect changes to files or directories on a container's filesystem")
       .argument('<container>')
       .option('--format <format>', "'json' prints Docker's API shape: [{\"Path\":…,\"Kind\":0|1|2}]")
-      .action(async (name: string, opts: { format?: string }) => diffCommand(await getStore(), name, opts));
+      .option('--backend <backend>', 'userspace, kernel or auto: accepted for symmetry; diff reads the upper dir and never mounts', 'auto')
+      .action(async (name: string, opts: { format?: string; backend?: string }) => diffCommand(await getStore(), name, opts));
     parent.command('commit')
       .description("Create a new image from a container's changes")
       .argument('<container>')
@@ -32,13 +33,15 @@ export function registerChangeCommands(program: Command, getStore: GetStore): vo
       .option('-c, --change <instruction>', 'apply a Dockerfile instruction to the created image', collect)
       .option('-m, --message <message>', 'commit message')
       .option('-p, --pause [bool]', 'pause the container during commit (lamina runs no containers: ignored)', true)
-      .action(async (name: string, repo: string | undefined, opts: { author?: string; change?: string[]; message?: string }) =>
+      .option('--backend <backend>', 'userspace, kernel or auto: accepted for symmetry; commit tars the upper dir and never mounts', 'auto')
+      .action(async (name: string, repo: string | undefined, opts: { author?: string; change?: string[]; message?: string; backend?: string }) =>
         commitCommand(await getStore(), name, repo, opts));
     parent.command('export')
       .description("Export a container's filesystem as a tar archive")
       .argument('<container>')
       .option('-o, --output <file>', 'write to a file, instead of STDOUT')
-      .action(async (name: string, opts: { output?: string }) => exportCommand(await getStore(), name, opts));
+      .option('--backend <backend>', 'userspace (the overlay engine, no mount), kernel (a read-only overlay mount), or auto: the mount if it works, else userspace', 'auto')
+      .action(async (name: string, opts: { output?: string; backend?: string }) => exportCommand(await getStore(), name, opts));
   }
 
   system.command('df')
@@ -65,7 +68,20 @@ const out = (s: string | Buffer) => process.stdout.write(s);
 
 // ---------------------------------------------------------------- diff, commit, export
 
-export async function diffCommand(store: Store, name: string, opts: { format?: string }): Promise<void> {
+/**
+ * --backend for diff, commit and export. diff and commit work on the upper dir alone, so every
+ * backend gives the same answer without mounting; export mounts with 'kernel', never with
+ * 'userspace', and with 'auto' falls back to the engine when the kernel refuses (no root).
+ */
+async function checkBackend(backend: string | undefined): Promise<'auto' | 'kernel' | 'userspace'> {
+  const b = backend ?? 'auto';
+  if (b === 'auto' || b === 'kernel' || b === 'userspace') return b;
+  const { LaminaError } = await import('../errors.js');
+  throw new LaminaError('EINVAL', `unknown --backend "${b}": use userspace, kernel or auto`);
+}
+
+export async function diffCommand(store: Store, name: string, opts: { format?: string; backend?: string }): Promise<void> {
+  await checkBackend(opts.backend);
   const { containerChanges, KIND_LETTER, KIND_NUMBER } = await import('../containers/diff.js');
   const c = store.containers.get(store.containers.resolve(name));
   const changes = containerChanges(store, c);
@@ -83,26 +99,28 @@ export async function diffCommand(store: Store, name: string, opts: { format?: s
   out(Buffer.concat(parts));
 }
 
-export async function commitCommand(store: Store, name: string, repo: string | undefined, opts: { author?: string; change?: string[]; message?: string }): Promise<void> {
+export async function commitCommand(store: Store, name: string, repo: string | undefined, opts: { author?: string; change?: string[]; message?: string; backend?: string }): Promise<void> {
+  await checkBackend(opts.backend);
   const { commitContainer } = await import('../containers/commit.js');
   const r = await commitContainer(store, name, { reference: repo, author: opts.author, message: opts.message, changes: opts.change ?? [] });
   out(r.id + '\n');
 }
 
-export async function exportCommand(store: Store, name: string, opts: { output?: string }): Promise<void> {
+export async function exportCommand(store: Store, name: string, opts: { output?: string; backend?: string }): Promise<void> {
+  const backend = await checkBackend(opts.backend);
   const { exportContainer } = await import('../containers/export.js');
   const { LaminaError } = await import('../errors.js');
   const c = store.containers.get(store.containers.resolve(name));
   if (!opts.output) {
     if (process.stdout.isTTY) throw new LaminaError('EINVAL', 'cowardly refusing to save to a terminal. Use the -o flag or redirect');
-    await exportContainer(store, c, process.stdout, { keepOpen: true });
+    await exportContainer(store, c, process.stdout, { keepOpen: true, backend });
     return;
   }
   // Written beside the target and renamed, so a failed export leaves no partial file.
   const fs = await import('node:fs');
   const tmp = `${opts.output}.lamina-${process.pid}.tmp`;
   try {
-    await exportContainer(store, c, fs.createWriteStream(tmp));
+    await exportContainer(store, c, fs.createWriteStream(tmp), { backend });
     fs.renameSync(tmp, opts.output);
   } catch (e) {
     fs.rmSync(tmp, { force: true });

@@ -80,7 +80,9 @@ export function inspectCommand(store: Store, names: string[], opts: { format?: s
   return errors.length ? 1 : 0;
 }
 
-export function psCommand(store: Store, opts: { all?: boolean; quiet?: boolean; noTrunc?: boolean; size?: boolean; format?: string; latest?: boolean }): void {
+export async function psCommand(store: Store, opts: { all?: boolean; quiet?: boolean; noTrunc?: boolean; size?: boolean; format?: string; latest?: boolean }): Promise<void> {
+  // A container whose supervisor died (killed, or a reboot) is recorded as exited first.
+  await (await import('../runtime/state.js')).reconcileAll(store);
   let list = store.containers.list().filter((c) => opts.all || c.config.State.Running);
   list.sort((a, b) => Date.parse(b.config.Created) - Date.parse(a.config.Created));
   if (opts.latest) list = list.slice(0, 1);
@@ -139,8 +141,22 @@ export async function mountCommand(store: Store, names: string[], opts: { backen
     }
     return;
   }
+  // The userspace engine has no mount point to offer (that would take FUSE, which is what
+  // fuse-overlayfs is for): it serves `lamina fs` and `lamina cp` instead, which need no mount.
+  const noMount = 'lamina fs ls|cat|find|stat CONTAINER:/path reads a container and lamina cp copies in and out of it without any mount (userspace engine)';
+  if (opts.backend === 'userspace') {
+    throw new LaminaError('EUNSUPPORTED', `the userspace backend cannot mount: a mount point needs the kernel or FUSE (--backend kernel or fuse-overlayfs); ${noMount}`);
+  }
   for (const n of names) {
-    const r = await store.mountContainer(n, { backend: (opts.backend as 'kernel' | 'fuse-overlayfs' | 'auto' | undefined) ?? 'auto' });
+    let r: { path: string; backend: string };
+    try {
+      r = await store.mountContainer(n, { backend: (opts.backend as 'kernel' | 'fuse-overlayfs' | 'auto' | undefined) ?? 'auto' });
+    } catch (e) {
+      if (e instanceof LaminaError && e.code === 'EUNSUPPORTED' && (opts.backend ?? 'auto') === 'auto') {
+        throw new LaminaError('EUNSUPPORTED', `${e.message}; ${noMount}`, { cause: e });
+      }
+      throw e;
+    }
     out(r.path + '\n');
     // Which backend made the view goes to stderr, so `cd $(lamina mount c)` keeps working.
     process.stderr.write(`mounted with ${r.backend === 'kernel' ? 'kernel overlayfs' : r.backend}\n`);

@@ -102,6 +102,7 @@ export async function demoCommand(store: Store): Promise<void> {
   say(dim('UpperDir is the top layer; LowerDir the others, nearest first. A container adds an -init layer and a'));
   say(dim('read-write layer on top, and the kernel joins them at MergedDir.'));
   await containerTour(store, repoTag);
+  await runTour(store);
   say();
   say(`Next: lamina images, lamina history ${repoTag}, lamina ps -a, lamina save -o demo.tar ${repoTag}, lamina rmi ${repoTag}`);
 }
@@ -160,4 +161,39 @@ async function containerTour(store: Store, repoTag: string): Promise<void> {
   for (const line of listDiff(store.driver.diffPath(top.cacheID))) say(`      ${line}`);
   say(`The image now has ${chains.length} layers; the container is still there (lamina ps -a), and`);
   say(`lamina rm ${c.config.Name.slice(1)} removes its init and rw layers.`);
+}
+
+/**
+ * Part three: a real container process. The demo image has no programs, so this part uses a
+ * busybox image built from Debian's busybox-static, and runc (both only when installed).
+ */
+async function runTour(store: Store): Promise<void> {
+  const { BUSYBOX, buildBusyboxArchive } = await import('../build/busybox.js');
+  const { spawnSync } = await import('node:child_process');
+  const runc = spawnSync('sh', ['-c', 'command -v runc'], { encoding: 'utf8' }).stdout.trim();
+  if (!fs.existsSync(BUSYBOX) || !runc || process.getuid?.() !== 0) {
+    say();
+    say(dim('(running a container needs root, runc and /bin/busybox from busybox-static: skipped)'));
+    return;
+  }
+  const work = store.scratchDir('demo-run');
+  let tag: string;
+  try {
+    const archive = path.join(work, 'busybox.tar');
+    ({ repoTag: tag } = await buildBusyboxArchive(work, archive));
+    await store.load(archive);
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+  const { createContainer } = await import('./containers.js');
+  const c = createContainer(store, tag, ['sh', '-c', 'echo "hello from $(hostname)" | tee /hello.txt'], { name: `lamina-demo-run-${Date.now().toString(36)}` });
+  section(10, `lamina run ${tag} sh -c 'echo "hello from $(hostname)" | tee /hello.txt'  (runc on the merged mount)`);
+  const { ContainerRun } = await import('../runtime/lifecycle.js');
+  const run = await ContainerRun.start(store, c.id, { stdout: (b) => process.stdout.write('  | ' + b.toString()), stderr: (b) => process.stdout.write('  | ' + b.toString()) });
+  const code = await run.wait();
+  say(`The process exited with ${code}; the file it wrote is in the rw layer's diff/:`);
+  for (const line of listDiff(store.driver.diffPath(c.mount.mountID))) say(`      ${line}`);
+  say(`      hello.txt: ${fs.readFileSync(path.join(store.driver.diffPath(c.mount.mountID), 'hello.txt'), 'utf8').trim()}`);
+  await store.removeContainer(c.id, { force: true });
+  say(`(lamina rm: the container and its layers are gone again)`);
 }

@@ -1,7 +1,10 @@
-// `lamina fs ls|stat|cat|tree|find|which REF[:/path]`: look inside an image without mounting it.
-// The image's layers are read through the userspace overlay engine (src/union), so these work
-// without root, FUSE or a kernel mount, and show exactly what a container of the image would
-// see. Output follows the classic tools: `ls -l`, `stat`, `cat`, `tree`, `find`.
+// `lamina fs ls|stat|cat|tree|find|which TARGET[:/path]`: look inside a container or an image
+// without mounting it. TARGET names a container (by name or ID) or, failing that, an image. The
+// layers are read through the userspace overlay engine (src/union), so these work without FUSE
+// or a kernel mount: an image shows what a new container of it would see, a container its
+// merged view (its rw layer over its init layer over the image). Opaque directories are marked
+// with trusted.overlay.opaque, which only CAP_SYS_ADMIN (in the initial user namespace) can
+// read. Output follows the classic tools: `ls -l`, `stat`, `cat`, `tree`, `find`.
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
@@ -10,35 +13,90 @@ import type { Digest } from '../digest/index.js';
 import { LaminaError } from '../errors.js';
 import type { UnionFs, EntryType } from '../union/index.js';
 
-/** An image opened as a union, and what each of the union's layers is. */
+/** What one union layer is: an image layer (index 0 = base, and its diffID) or a container's own. */
+export interface ViewLayer {
+  dir: string;
+  /** Image layer index (0 = base); -1 for a container's rw and init layers. */
+  index: number;
+  diffID?: Digest;
+  /** How the layer is named in output ("layer 3 (sha256:…)", "rw layer of container web"). */
+  label: string;
+}
+
+/** An image or a container opened as a read-only union, and what each of the union's layers is. */
 export interface ImageView {
   union: UnionFs;
+  /** The image (for a container: the image it was created from, when it has one). */
   imageID: Digest;
-  /** Per union layer (top first, as UnionFs numbers them): the image layer index (0 = base), diffID and dir. */
-  layers: Array<{ index: number; diffID: Digest; dir: string }>;
+  /** The container's ID when the view is a container's. */
+  containerID?: string;
+  /** Per union layer, top first (as UnionFs numbers them). */
+  layers: ViewLayer[];
 }
 
 /** Splits `REF:/path` (the path must be absolute; `REF` alone means the root). */
 export function parseTarget(arg: string): { ref: string; path: string } {
   const i = arg.indexOf(':/');
   if (i < 0) return { ref: arg, path: '/' };
-  if (i === 0) throw new LaminaError('EINVAL', `"${arg}": expected IMAGE:/path`);
+  if (i === 0) throw new LaminaError('EINVAL', `"${arg}": expected IMAGE:/path or CONTAINER:/path`);
   return { ref: arg.slice(0, i), path: arg.slice(i + 1) };
+}
+
+function imageLabel(index: number, diffID: Digest): string {
+  return `layer ${index} (${diffID.slice(0, 19)})`;
+}
+
+/** The image's layers, top first, with their directories. */
+async function imageLayers(store: Store, imageID: Digest, ref: string): Promise<ViewLayer[]> {
+  const { chainIDs } = await import('../digest/index.js');
+  const diffIDs = store.images.get(imageID).rootfs.diff_ids;
+  return chainIDs(diffIDs).map((chain, index) => {
+    if (!store.layers.has(chain)) throw new LaminaError('ENOTFOUND', `image ${ref}: layer ${chain} (diff ${diffIDs[index]}) is missing from the store`);
+    return { index, diffID: diffIDs[index], dir: store.driver.diffPath(store.layers.get(chain).cacheID), label: imageLabel(index, diffIDs[index]) };
+  }).reverse();
 }
 
 /** Opens an image's layers as a read-only union (the engine is loaded only when a command runs). */
 export async function openImage(store: Store, ref: string): Promise<ImageView> {
-  const [{ UnionFs }, { chainIDs }] = await Promise.all([import('../union/index.js'), import('../digest/index.js')]);
+  const { UnionFs } = await import('../union/index.js');
   const imageID = store.resolveImage(ref);
-  const config = store.images.get(imageID);
-  const diffIDs = config.rootfs.diff_ids;
-  const chains = chainIDs(diffIDs);
-  const layers = chains.map((chain, index) => {
-    if (!store.layers.has(chain)) throw new LaminaError('ENOTFOUND', `image ${ref}: layer ${chain} (diff ${diffIDs[index]}) is missing from the store`);
-    return { index, diffID: diffIDs[index], dir: store.driver.diffPath(store.layers.get(chain).cacheID) };
-  }).reverse();
+  const layers = await imageLayers(store, imageID, ref);
   if (layers.length === 0) throw new LaminaError('EUNSUPPORTED', `image ${ref} has no layers to look into`);
   return { union: new UnionFs({ lowers: layers.map((l) => l.dir) }), imageID, layers };
+}
+
+/**
+ * Opens a container's merged view read-only: its rw layer's upper dir stacked over its init
+ * layer and the image layers. Reading the upper dir directly is safe while the container is
+ * mounted: the engine only reads, and reads what the kernel wrote.
+ */
+export async function openContainer(store: Store, ref: string): Promise<ImageView> {
+  const { UnionFs } = await import('../union/index.js');
+  const c = store.containers.get(store.containers.resolve(ref));
+  const d = store.driver;
+  const name = c.config.Name.replace(/^\//, '') || c.id.slice(0, 12);
+  const lowers = d.lowerDiffPaths(c.mount.initID);
+  const image = c.config.Image ? await imageLayers(store, c.config.Image, c.config.Image) : [];
+  // The init layer's lowers are the image's layers; label them by the image when they agree.
+  const below: ViewLayer[] = image.length === lowers.length && image.every((l, i) => l.dir === lowers[i])
+    ? image
+    : lowers.map((dir) => ({ dir, index: -1, label: `lower layer ${dir.split('/').slice(-2, -1)[0]}` }));
+  const layers: ViewLayer[] = [
+    { dir: d.diffPath(c.mount.mountID), index: -1, label: `rw layer of container ${name}` },
+    { dir: d.diffPath(c.mount.initID), index: -1, label: `init layer of container ${name}` },
+    ...below,
+  ];
+  return { union: new UnionFs({ lowers: layers.map((l) => l.dir) }), imageID: c.config.Image, containerID: c.id, layers };
+}
+
+/** A container when `ref` names one (by name or ID), else an image, as `docker inspect` looks them up. */
+export async function openTarget(store: Store, ref: string): Promise<ImageView> {
+  try {
+    return await openContainer(store, ref);
+  } catch (e) {
+    if (!(e instanceof LaminaError && e.code === 'ENOTFOUND' && /^No such container/.test(e.message))) throw e;
+  }
+  return openImage(store, ref);
 }
 
 // ------------------------------------------------------------------ formatting helpers
@@ -129,8 +187,7 @@ function typeName(mode: number, size: number): string {
 }
 
 function layerLabel(v: ImageView, unionLayer: number): string {
-  const l = v.layers[unionLayer];
-  return `layer ${l.index} (${l.diffID.slice(0, 19)})`;
+  return v.layers[unionLayer].label;
 }
 
 // ------------------------------------------------------------------ commands
@@ -335,12 +392,12 @@ export function fsWhich(v: ImageView, p: string, out: Writable): void {
  * store is opened only when a subcommand runs.
  */
 export function registerFsCommands(program: Command, getStore: () => Promise<Store>, out: Writable = process.stdout): Command {
-  const fsCmd = program.command('fs').description('Look inside an image without mounting it (IMAGE[:/path])');
+  const fsCmd = program.command('fs').description('Look inside a container or an image without mounting it (CONTAINER|IMAGE[:/path])');
   const open = async (target: string) => {
     const { ref, path } = parseTarget(target);
-    return { view: await openImage(await getStore(), ref), path };
+    return { view: await openTarget(await getStore(), ref), path };
   };
-  fsCmd.command('ls').description('List a directory, like ls').argument('<target>', 'IMAGE[:/path]')
+  fsCmd.command('ls').description('List a directory, like ls').argument('<target>', 'CONTAINER|IMAGE[:/path]')
     .option('-l', 'long listing format').option('-a, --all', 'do not ignore entries starting with .')
     .option('-n, --numeric-uid-gid', 'like -l, with numeric user and group IDs')
     .option('-d, --directory', 'list directories themselves, not their contents')
@@ -349,31 +406,31 @@ export function registerFsCommands(program: Command, getStore: () => Promise<Sto
       const { view, path } = await open(target);
       fsLs(view, path, { long: o.l, all: o.all, numeric: o.numericUidGid, directory: o.directory, layer: o.layer }, out);
     });
-  fsCmd.command('stat').description('Display file status, like stat').argument('<target>', 'IMAGE:/path')
+  fsCmd.command('stat').description('Display file status, like stat').argument('<target>', 'CONTAINER|IMAGE:/path')
     .option('-L, --dereference', 'follow links')
     .action(async (target: string, o) => {
       const { view, path } = await open(target);
       fsStat(view, path, { deref: o.dereference }, out);
     });
-  fsCmd.command('cat').description('Print files, like cat').argument('<target>', 'IMAGE:/path').argument('[more...]', 'more /paths in the same image')
+  fsCmd.command('cat').description('Print files, like cat').argument('<target>', 'CONTAINER|IMAGE:/path').argument('[more...]', 'more /paths in the same container or image')
     .action(async (target: string, more: string[]) => {
       const { view, path } = await open(target);
       await fsCat(view, [path, ...more], out);
     });
-  fsCmd.command('tree').description('Show a directory tree, like tree').argument('<target>', 'IMAGE[:/path]')
+  fsCmd.command('tree').description('Show a directory tree, like tree').argument('<target>', 'CONTAINER|IMAGE[:/path]')
     .option('-a', 'all files, including hidden ones').option('-L <level>', 'descend at most LEVEL directories', (s) => Number(s))
     .action(async (target: string, o) => {
       const { view, path } = await open(target);
       fsTree(view, path, { all: o.a, level: o.L }, out);
     });
-  fsCmd.command('find').description('Walk a directory tree, like find').argument('<target>', 'IMAGE[:/path]')
+  fsCmd.command('find').description('Walk a directory tree, like find').argument('<target>', 'CONTAINER|IMAGE[:/path]')
     .option('--name <glob>', 'base name matches a shell pattern').option('--type <types>', 'f, d, l, c, b, p, s (comma separated)')
     .option('--maxdepth <n>', 'descend at most N levels', (s) => Number(s))
     .action(async (target: string, o) => {
       const { view, path } = await open(target);
       fsFind(view, path, { name: o.name, type: o.type, maxdepth: o.maxdepth }, out);
     });
-  fsCmd.command('which').description('Show which layer provides a path and which layers it shadows').argument('<target>', 'IMAGE:/path')
+  fsCmd.command('which').description('Show which layer provides a path and which layers it shadows').argument('<target>', 'CONTAINER|IMAGE:/path')
     .action(async (target: string) => {
       const { view, path } = await open(target);
       fsWhich(view, path, out);
