@@ -15,17 +15,10 @@ import { Readable } from 'node:stream';
 import type { Digest } from '../digest/index.js';
 import { LaminaError } from '../errors.js';
 import * as sys from '../sys/index.js';
+import { S_IFMT, S_IFSOCK, S_IFLNK, S_IFREG, S_IFBLK, S_IFDIR, S_IFCHR, S_IFIFO } from '../sys/index.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingLength, roundToSecond, type WriteHeader } from '../tar/writer.js';
 import { hostIdNames, type IdNames } from './users.js';
 
-const S_IFMT = 0o170000;
-const S_IFSOCK = 0o140000;
-const S_IFLNK = 0o120000;
-const S_IFREG = 0o100000;
-const S_IFBLK = 0o060000;
-const S_IFDIR = 0o040000;
-const S_IFCHR = 0o020000;
-const S_IFIFO = 0o010000;
 
 const WHITEOUT_PREFIX = Buffer.from('.wh.');
 const OPAQUE_MARKER = Buffer.from('.wh..wh..opq');

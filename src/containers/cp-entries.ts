@@ -6,6 +6,7 @@
 // last; names and link targets may not climb out of the destination), and the tar codec for
 // `cp -` in both directions.
 import fs from 'node:fs';
+import { S_IFMT, S_IFSOCK, S_IFLNK, S_IFREG, S_IFBLK, S_IFDIR, S_IFCHR, S_IFIFO } from '../sys/index.js';
 import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { LaminaError } from '../errors.js';
@@ -43,14 +44,6 @@ export interface EntrySink {
   finish(): void;
 }
 
-const S_IFMT = 0o170000;
-const S_IFSOCK = 0o140000;
-const S_IFLNK = 0o120000;
-const S_IFREG = 0o100000;
-const S_IFBLK = 0o060000;
-const S_IFDIR = 0o040000;
-const S_IFCHR = 0o020000;
-const S_IFIFO = 0o010000;
 /** Read size for file content, and how much tar output is gathered before it is written. */
 export const CHUNK = 1 << 20;
 

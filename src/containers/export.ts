@@ -18,6 +18,7 @@ import { writeLayerTar } from '../archive/write.js';
 import { hostIdNames, type IdNames } from '../archive/users.js';
 import { END_OF_ARCHIVE, encodeHeader, paddingLength, type WriteHeader } from '../tar/writer.js';
 import * as sys from '../sys/index.js';
+import { S_IFMT, S_IFSOCK, S_IFLNK, S_IFREG, S_IFBLK, S_IFDIR, S_IFCHR, S_IFIFO } from '../sys/index.js';
 import type { Store } from '../store.js';
 import type { Container } from './store.js';
 
@@ -134,14 +135,6 @@ const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 // ---------------------------------------------------------------- userspace view
 
-const S_IFMT = 0o170000;
-const S_IFSOCK = 0o140000;
-const S_IFLNK = 0o120000;
-const S_IFREG = 0o100000;
-const S_IFBLK = 0o060000;
-const S_IFDIR = 0o040000;
-const S_IFCHR = 0o020000;
-const S_IFIFO = 0o010000;
 const CHUNK = 1 << 20;
 
 interface UnionView {
