@@ -314,6 +314,8 @@ async function pullLayers(
         const r = await store.layers.register(parent, tar, {
           expectDiffID: diffIDs[i],
           label: `layer ${i} (blob ${desc.digest})`,
+          // The blob's size tells the applier a large layer is coming (it then extracts on a worker).
+          sizeHint: desc.size,
           onProgress: () => {
             const now = Date.now();
             if (now - last < 100) return;
