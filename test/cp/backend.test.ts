@@ -15,11 +15,9 @@ import { ok, run } from './harness.js';
 const isRoot = process.getuid?.() === 0;
 const canUnshare = spawnSync('unshare', ['-U', '-r', 'true']).status === 0;
 
-/** The CLI inside a fresh user namespace where we are root but may not mount (cp through cli-shim until main.ts has it). */
+/** The CLI inside a fresh user namespace where we are root but may not mount. */
 function unprivileged(root: string, args: string[]): { code: number; stderr: string } {
-  const main = fs.readFileSync(CLI, 'utf8');
-  const entry = args[0] === 'cp' && !main.includes('registerCpCommands') ? ['--import', 'tsx', path.join(REPO, 'test/cp/cli-shim.ts')] : [CLI];
-  const r = spawnSync('unshare', ['-U', '-r', process.execPath, ...entry, '--root', root, ...args], { cwd: REPO, env: { ...process.env, LAMINA_ROOT: '' } });
+  const r = spawnSync('unshare', ['-U', '-r', process.execPath, CLI, '--root', root, ...args], { cwd: REPO, env: { ...process.env, LAMINA_ROOT: '' } });
   return { code: r.status ?? -1, stderr: r.stderr.toString() };
 }
 

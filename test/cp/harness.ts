@@ -13,16 +13,9 @@ export interface Run {
   stderr: string;
 }
 
-/** dist/cli/main.js once it registers cp; until then test/cp/cli-shim.ts (cp only). */
-function cpEntry(): string[] {
-  const main = fs.readFileSync(CLI, 'utf8');
-  return main.includes('registerCpCommands') ? [CLI] : ['--import', 'tsx', path.join(REPO, 'test/cp/cli-shim.ts')];
-}
-
-/** Runs `lamina --root ROOT args…` (cp through cpEntry, everything else through main.js). */
+/** Runs `lamina --root ROOT args…` with the compiled CLI. */
 export function run(root: string, args: string[], input?: Buffer): Run {
-  const entry = args[0] === 'cp' || (args[0] === 'container' && args[1] === 'cp') ? cpEntry() : [CLI];
-  const r = spawnSync(process.execPath, [...entry, '--root', root, ...args], {
+  const r = spawnSync(process.execPath, [CLI, '--root', root, ...args], {
     cwd: REPO, input, maxBuffer: 1 << 28, env: { ...process.env, LAMINA_ROOT: '' },
   });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr.toString() };

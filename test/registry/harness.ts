@@ -338,10 +338,9 @@ export async function startTokenServer(t: After, opts: { users?: Record<string, 
 
 // ---------------------------------------------------------------- CLI
 
-/** How to run lamina's CLI from source: main.ts once it registers the registry commands, else the test shim. */
+/** lamina's CLI from source. */
 export function cliEntry(): string {
-  const main = path.join(REPO, 'src/cli/main.ts');
-  return fs.readFileSync(main, 'utf8').includes('registerRegistryCommands') ? main : path.join(REPO, 'test/registry/cli-shim.ts');
+  return path.join(REPO, 'src/cli/main.ts');
 }
 
 export interface CliResult {
