@@ -151,56 +151,44 @@ async function startCommand(store: Store, names: string[], f: { attach?: boolean
   if (failed.length) { err(`Error: failed to start containers: ${failed.join(', ')}\n`); exitWith(1); }
 }
 
-async function stopCommand(store: Store, names: string[], f: { time?: string }): Promise<void> {
-  const rt = await runtime();
+/**
+ * Applies `act` to each named container (in parallel for stop, as docker does; in order
+ * otherwise), printing the name on success and one error line on failure; exits 1 if any failed.
+ */
+async function eachContainer(store: Store, names: string[], parallel: boolean, act: (id: string, name: string) => Promise<void>): Promise<void> {
   let rc = 0;
-  await Promise.all(names.map(async (n) => {
+  const one = async (n: string) => {
     const id = resolve(store, n);
     if (!id) { rc = 1; return; }
     try {
-      await rt.stopContainer(store, id, f.time === undefined ? undefined : Number(f.time));
+      await act(id, n);
       out(n + '\n');
     } catch (e) {
       err(`Error: ${message(e)}\n`);
       rc = 1;
     }
-  }));
+  };
+  if (parallel) await Promise.all(names.map(one));
+  else for (const n of names) await one(n);
   exitWith(rc);
+}
+
+async function stopCommand(store: Store, names: string[], f: { time?: string }): Promise<void> {
+  const rt = await runtime();
+  await eachContainer(store, names, true, (id) => rt.stopContainer(store, id, f.time === undefined ? undefined : Number(f.time)));
 }
 
 async function killCommand(store: Store, names: string[], f: { signal?: string }): Promise<void> {
   const rt = await runtime();
-  let rc = 0;
-  for (const n of names) {
-    const id = resolve(store, n);
-    if (!id) { rc = 1; continue; }
-    try {
-      await rt.killContainer(store, id, f.signal ?? 'SIGKILL', n);
-      out(n + '\n');
-    } catch (e) {
-      err(`Error: ${message(e)}\n`);
-      rc = 1;
-    }
-  }
-  exitWith(rc);
+  await eachContainer(store, names, false, (id, n) => rt.killContainer(store, id, f.signal ?? 'SIGKILL', n));
 }
 
 async function restartCommand(store: Store, names: string[], f: { time?: string }): Promise<void> {
   const rt = await runtime();
-  let rc = 0;
-  for (const n of names) {
-    const id = resolve(store, n);
-    if (!id) { rc = 1; continue; }
-    try {
-      await rt.stopContainer(store, id, f.time === undefined ? undefined : Number(f.time));
-      await rt.startDetached(store, id);
-      out(n + '\n');
-    } catch (e) {
-      err(`Error: ${message(e)}\n`);
-      rc = 1;
-    }
-  }
-  exitWith(rc);
+  await eachContainer(store, names, false, async (id) => {
+    await rt.stopContainer(store, id, f.time === undefined ? undefined : Number(f.time));
+    await rt.startDetached(store, id);
+  });
 }
 
 interface ExecFlags { interactive?: boolean; tty?: boolean; env?: string[]; envFile?: string[]; workdir?: string; user?: string; detach?: boolean }
