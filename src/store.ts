@@ -120,9 +120,19 @@ export class Store {
    */
   private collectJournals(): void {
     for (const j of this.layers.deadJournals()) {
+      // An rmi killed after its untag: the image it was deleting goes, if still unnamed and unused.
+      if (j.image && this.images.has(j.image) && this.isImageUnused(j.image)) this.images.delete(j.image);
       j.drop();
       this.collectUnreferenced(j.chains);
     }
+  }
+
+  /** No reference names the image, no container uses it, no image has it as parent. */
+  private isImageUnused(id: Digest): boolean {
+    this.repositories.invalidate();
+    if (this.repositories.referencesTo(id).length) return false;
+    if (this.containers.usersOf(id).length) return false;
+    return !this.images.list().some((other) => other !== id && this.images.getMetadata(other, 'parent') === id);
   }
 
   /** Deletes the given layers and their descendants that nothing references, leaves first. */
@@ -354,7 +364,21 @@ export class Store {
     if (!/^(?:sha256:)?[0-9a-f]{1,64}$/.test(refOrID)) {
       byRef = withDefaultTag(parseReference(refOrID));
     }
-    if (byRef && this.repositories.get(byRef) === id) {
+    // When this rmi will delete the image, say so in a journal before the first untag: killed
+    // after it, the next Store.open finishes the deletion instead of leaving an unnamed image.
+    const byName = !!byRef && this.repositories.get(byRef) === id;
+    const willDelete = !users.length && (!byName || refs.filter((r) => r.tag).length <= 1);
+    const done = willDelete ? this.layers.journal('gc', chainIDs(this.images.get(id).rootfs.diff_ids), id) : () => {};
+    try {
+      return this.untagAndDelete(id, byName ? byRef : undefined, refs, users.length > 0, opts, events);
+    } finally {
+      done();
+    }
+  }
+
+  private untagAndDelete(id: Digest, byRef: Reference | undefined, refs: Array<{ ref: string; tag?: string; digest?: string }>, used: boolean, opts: { force?: boolean }, events: RemoveEvent[]): RemoveEvent[] {
+    if (byRef) {
+      faultPoint();
       // Removing by name untags only, unless this was the last name.
       this.repositories.delete(byRef);
       events.push({ kind: 'untagged', value: familiarString(byRef) });
@@ -375,15 +399,12 @@ export class Store {
       }
     }
     // An image a container still uses stays (untagged, as Docker leaves it with -f).
-    if (users.length) return events;
+    if (used) return events;
     const children = this.images.list().filter((other) => other !== id && this.images.getMetadata(other, 'parent') === id);
     if (children.length) {
       throw new LaminaError('EINUSE', `conflict: unable to delete ${hex(id).slice(0, 12)} (cannot be forced) - image has dependent child images`);
     }
-    const config = this.images.get(id);
-    const chains = chainIDs(config.rootfs.diff_ids);
-    // Journaled: a crash after the image goes finishes deleting its unused layers on next open.
-    const done = this.layers.journal('gc', chains);
+    const chains = chainIDs(this.images.get(id).rootfs.diff_ids);
     faultPoint();
     this.images.delete(id);
     events.push({ kind: 'deleted', value: id });
@@ -393,7 +414,6 @@ export class Store {
       this.layers.delete(chain);
       events.push({ kind: 'deleted', value: chain });
     }
-    done();
     return events;
   }
 

@@ -120,15 +120,20 @@ export class LayerStore {
 
   /**
    * A journal of chains an operation may leave unreferenced: `pin` also protects them from other
-   * processes (see pin()); `gc` only records them (rmi). If the process dies before release, the
-   * next Store.open deletes whichever of them (and their descendants) nothing references.
+   * processes (see pin()); `gc` only records them (rmi, which also names the image it is
+   * deleting). If the process dies before release, the next Store.open finishes the work: the
+   * image goes if nothing names or uses it, then whichever of the chains (and their
+   * descendants) nothing references.
    */
-  journal(kind: 'pin' | 'gc', chains: Digest[]): () => void {
+  journal(kind: 'pin' | 'gc', chains: Digest[], image?: Digest): () => void {
     return this.lock.hold(() => {
       const dir = path.join(this.tmpDir, `${kind}-${randomBytes(8).toString('hex')}`);
       fs.mkdirSync(dir, { mode: 0o700 });
       const unlock = lockDir(dir);
+      // A crash while these are written happens before the operation changed anything, so a
+      // partial journal is harmless (recovery only deletes what nothing names or uses).
       fs.writeFileSync(path.join(dir, 'chains'), chains.join('\n'), { mode: 0o600 });
+      if (image) fs.writeFileSync(path.join(dir, 'image'), image, { mode: 0o600 });
       let done = false;
       return () => {
         if (done) return;
@@ -139,15 +144,16 @@ export class LayerStore {
     });
   }
 
-  /** Journals of dead processes: their chains, and a function that removes the journal. */
-  deadJournals(): Array<{ chains: Digest[]; drop: () => void }> {
-    const out: Array<{ chains: Digest[]; drop: () => void }> = [];
+  /** Journals of dead processes: their chains (and image), and a function that removes the journal. */
+  deadJournals(): Array<{ chains: Digest[]; image?: Digest; drop: () => void }> {
+    const out: Array<{ chains: Digest[]; image?: Digest; drop: () => void }> = [];
     for (const name of safeReaddir(this.tmpDir)) {
       if (!/^(pin|gc)-/.test(name)) continue;
       const dir = path.join(this.tmpDir, name);
       if (isDirLocked(dir)) continue;
       const chains = (readOptional(path.join(dir, 'chains')) ?? '').split('\n').filter(Boolean) as Digest[];
-      out.push({ chains, drop: () => fs.rmSync(dir, { recursive: true, force: true }) });
+      const image = readOptional(path.join(dir, 'image')) as Digest | undefined;
+      out.push({ chains, image: image || undefined, drop: () => fs.rmSync(dir, { recursive: true, force: true }) });
     }
     return out;
   }

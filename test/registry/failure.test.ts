@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { Store } from '../../src/store.js';
 import { pullImage } from '../../src/transports/registry/pull.js';
 import { chainIDs } from '../../src/digest/index.js';
+import { fsck, formatProblem } from '../../src/fsck/index.js';
 import { makeOCIImage, noise, runCli, skopeoPush, snapshot, snapshotDiff, spawnCli, startProxy, startRegistry, storeProblems, tmpDir } from './harness.js';
 
 // These pulls go through the download worker (small pulls otherwise stay on the main thread,
@@ -80,7 +81,7 @@ test('a layer whose content does not decompress to its diffID is refused, store 
   assert.deepEqual(snapshotDiff(before, snapshot(store.root)), []);
 });
 
-for (const worker of ['1', '0']) test(`a pull killed with SIGKILL midway resumes without fetching finished layers again (download worker ${worker === '1' ? 'on' : 'off'})`, async (t) => {
+for (const worker of ['1', '0']) test(`a pull killed with SIGKILL midway resumes without fetching finished blobs again (download worker ${worker === '1' ? 'on' : 'off'})`, async (t) => {
   const reg = await startRegistry(t);
   const dir = tmpDir(t);
   // Small bottom layers finish early; the big ones are still streaming when the kill lands.
@@ -120,6 +121,12 @@ for (const worker of ['1', '0']) test(`a pull killed with SIGKILL midway resumes
   assert.ok(finishedLayers.length >= 1 && finishedLayers.length < sizes.length, `finished ${finishedLayers.length} layers`);
   const finishedBlobs = new Set([...finishedLayers.map((i) => img.blobDigests[i]), ...completeBlobs]);
   assert.ok(finishedBlobs.size < sizes.length, 'the kill landed before every blob was finished');
+  // Reopened, the store holds nothing of the killed pull: the layers it registered but never
+  // published are deleted (no orphans), while their verified blobs stay in the download cache.
+  const reopened = Store.open(root);
+  for (const c of chains) assert.ok(!reopened.layers.has(c), `layer ${c} of the killed pull left in the store`);
+  assert.deepEqual((await fsck(reopened)).problems.map(formatProblem), []);
+  for (const i of finishedLayers) assert.ok(fs.existsSync(path.join(root, 'downloads/sha256', img.blobDigests[i].slice(7))), `blob of finished layer ${i} kept`);
 
   proxy.options.delayMs = 0;
   const before = proxy.requests.length;
@@ -131,7 +138,7 @@ for (const worker of ['1', '0']) test(`a pull killed with SIGKILL midway resumes
     if (q.method === 'GET' && d) gets.set(d, (gets.get(d) ?? 0) + 1);
   }
   for (const d of finishedBlobs) assert.equal(gets.get(d) ?? 0, 0, `finished blob ${d} fetched again`);
-  for (const i of finishedLayers) assert.match(r.stdout, new RegExp(`^${img.blobDigests[i].slice(7, 19)}: Already exists$`, 'm'));
+  for (const i of finishedLayers) assert.match(r.stdout, new RegExp(`^${img.blobDigests[i].slice(7, 19)}: Download complete$`, 'm'));
   // Partially received blobs were resumed with a Range request, not fetched from the start.
   const ranged = proxy.requests.slice(before).filter((q) => q.range);
   assert.ok(ranged.length >= 1, 'at least one partly received blob was resumed');

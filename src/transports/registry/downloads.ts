@@ -15,6 +15,7 @@ import { Worker } from 'node:worker_threads';
 import { discard, type RegistryClient } from './client.js';
 import type { GetJob, WorkerReply } from './download-worker.js';
 import { describeFetchError } from './auth.js';
+import { faultPoint } from '../../fsutil.js';
 
 export const DOWNLOADS_DIR = 'downloads';
 /** Downloads nobody came back for are dropped after this long. */
@@ -144,6 +145,7 @@ export class DownloadCache {
         if (have !== blob.size) throw new LaminaError('EDIGEST', `blob ${blob.digest} from ${client.name} is ${have} bytes, but the manifest says ${blob.size}`);
         throw new LaminaError('EDIGEST', `blob ${blob.digest} from ${client.name} does not match its digest: the content hashes to ${got}`);
       }
+      faultPoint();
       fs.renameSync(partial, done);
       return { file: done, created };
     }

@@ -4,8 +4,9 @@
 // whole blob is verified against its digest (and the layer store checks the diffID), so nothing
 // unverified is ever published. Only when every layer is in place are the config, the tags and
 // Docker's distribution metadata written. A failure removes every layer and file this pull
-// created, so the store is as before; a killed pull leaves finished layers and verified (or
-// partly received) blobs that the next run picks up.
+// created, so the store is as before. A killed pull leaves verified (or partly received) blobs
+// in the download cache for the next run; the layers it registered but never published are
+// deleted by the next Store.open (its pin journal names them).
 import fs from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -92,24 +93,48 @@ export async function pullImage(store: Store, input: string, opts: PullOptions =
   const imageID = sha256(configBytes);
 
   const fetched: Digest[] = [];
+  const created: Digest[] = [];
   const chains = chainIDs(diffIDs);
-  if (!(store.images.has(imageID) && chains.every((c) => store.layers.has(c)))) {
-    await pullLayers(store, client, manifest.layers, diffIDs, chains, { ...opts, onProgress: emit, fetched });
-    const stored = store.images.put(configBytes);
-    if (stored !== imageID) throw new LaminaError('EDIGEST', `config of ${what} was stored as ${stored}, expected ${imageID}`);
-  }
-
-  // Docker's distribution metadata: which blob each layer came from.
-  const dist = new DistributionMetadata(path.join(store.root, 'image', 'overlay2', 'distribution'));
-  for (const [i, layer] of manifest.layers.entries()) dist.add(diffIDs[i], { Digest: layer.digest, SourceRepository: client.name, HMAC: '' });
-
-  // Tags and RepoDigests, as dockerd records them: the tag (when pulled by tag) and repo@digest.
+  const cache = new DownloadCache(store.root);
+  // Pinned until the image is published: no concurrent rmi deletes a layer this pull stands on,
+  // and if this process dies, the next Store.open deletes the layers it registered but never
+  // published (nothing is leaked). Their blobs stay in the download cache until the image is
+  // published, so the re-run applies them again without fetching them.
+  let unpin = store.layers.pin(chains);
   let tagMoved = false;
-  if (ref.tag && !ref.digest) {
-    tagMoved = store.repositories.get(ref) !== imageID;
-    store.repositories.set(ref, imageID);
+  try {
+    if (!(store.images.has(imageID) && chains.every((c) => store.layers.has(c)))) {
+      await pullLayers(store, client, cache, manifest.layers, diffIDs, chains, { ...opts, onProgress: emit, fetched, created });
+    }
+    // Docker's distribution metadata (which blob each layer came from), the config, the tag (when
+    // pulled by tag) and repo@digest, as dockerd records them: published under the root lock, so
+    // an rmi in another process sees all of it or none.
+    const dist = new DistributionMetadata(path.join(store.root, 'image', 'overlay2', 'distribution'));
+    store.lock.hold(() => {
+      for (const c of chains) {
+        if (!store.layers.has(c)) throw new LaminaError('ENOTFOUND', `layer ${c} of ${what} was removed while it was pulled`);
+      }
+      for (const [i, layer] of manifest.layers.entries()) dist.add(diffIDs[i], { Digest: layer.digest, SourceRepository: client.name, HMAC: '' });
+      const stored = store.images.put(configBytes);
+      if (stored !== imageID) throw new LaminaError('EDIGEST', `config of ${what} was stored as ${stored}, expected ${imageID}`);
+      store.repositories.invalidate();
+      if (ref.tag && !ref.digest) {
+        tagMoved = store.repositories.get(ref) !== imageID;
+        store.repositories.set(ref, imageID);
+      }
+      store.repositories.set({ domain: ref.domain, path: ref.path, digest: top.digest }, imageID);
+    });
+  } catch (e) {
+    // The layers this pull registered go again (unless something else now uses them).
+    unpin();
+    unpin = () => {};
+    store.lock.hold(() => store.collectUnreferenced(created));
+    throw e;
+  } finally {
+    unpin();
   }
-  store.repositories.set({ domain: ref.domain, path: ref.path, digest: top.digest }, imageID);
+  for (const layer of manifest.layers) cache.remove(layer.digest);
+  cache.tidy();
   const newer = tagMoved || fetched.length > 0;
   emit({ status: `Digest: ${top.digest}` });
   emit({ status: `Status: ${newer ? 'Downloaded newer image' : 'Image is up to date'} for ${what}` });
@@ -121,8 +146,6 @@ const WORKER_MIN_BYTES = 8 << 20;
 
 interface LayerJob {
   desc: Descriptor;
-  /** Layers (indexes) using this blob; the cached file goes when the last is applied. */
-  users: number;
   /** Settles when the blob is complete and verified in the cache (its path) or failed. */
   result?: Promise<string>;
   settled: boolean;
@@ -162,6 +185,7 @@ async function* followBlob(cache: DownloadCache, job: LayerJob, counter: { bytes
       await nextGrowth(job);
     }
   }
+  let followingComplete = !fh;
   if (!fh) fh = await fs.promises.open(await job.result!, 'r');
   let pos = 0;
   try {
@@ -175,14 +199,14 @@ async function* followBlob(cache: DownloadCache, job: LayerJob, counter: { bytes
         continue;
       }
       if (job.settled) {
-        await job.result; // a failed download fails the layer
-        if (pos >= job.desc.size) return;
-        // Settled after our last read: the rest is in the file now.
-        const again = await fh.read(buf, 0, buf.length, pos);
-        if (again.bytesRead === 0) return;
-        pos += again.bytesRead;
-        counter.bytes = pos;
-        yield buf.subarray(0, again.bytesRead);
+        const complete = await job.result!; // a failed download fails the layer
+        if (pos >= job.desc.size || followingComplete) return;
+        // The rest is in the complete blob. Not in the partial file we opened: the download may
+        // have replaced it (a killed run's empty or full-size leftover is started afresh), and
+        // then ours is an unlinked file that never grows.
+        await fh.close();
+        fh = await fs.promises.open(complete, 'r');
+        followingComplete = true;
         continue;
       }
       await nextGrowth(job);
@@ -192,16 +216,21 @@ async function* followBlob(cache: DownloadCache, job: LayerJob, counter: { bytes
   }
 }
 
+/**
+ * Downloads and registers the layers not yet in the store (bottom-up), recording the ones it
+ * registered in `opts.created`. Blobs stay in the cache for the caller to remove once the image
+ * is published; on failure the blob files this call started are removed.
+ */
 async function pullLayers(
   store: Store,
   client: RegistryClient,
+  cache: DownloadCache,
   layers: Descriptor[],
   diffIDs: Digest[],
   chains: Digest[],
-  opts: PullOptions & { onProgress: ProgressFn; fetched: Digest[] },
+  opts: PullOptions & { onProgress: ProgressFn; fetched: Digest[]; created: Digest[] },
 ): Promise<void> {
   const emit = opts.onProgress;
-  const cache = new DownloadCache(store.root);
   // A layer present means its whole chain below is present.
   let present = 0;
   for (let i = chains.length - 1; i >= 0; i--) {
@@ -216,9 +245,7 @@ async function pullLayers(
       emit({ id: shortDigest(layers[i].digest), status: 'Already exists' });
       continue;
     }
-    const job = jobs.get(layers[i].digest);
-    if (job) job.users++;
-    else jobs.set(layers[i].digest, { desc: layers[i], users: 1, settled: false, wakers: [] });
+    if (!jobs.has(layers[i].digest)) jobs.set(layers[i].digest, { desc: layers[i], settled: false, wakers: [] });
   }
   for (const job of jobs.values()) emit({ id: shortDigest(job.desc.digest), status: 'Pulling fs layer' });
 
@@ -231,7 +258,6 @@ async function pullLayers(
   const worker = useWorker ? DownloadWorker.start() : undefined;
   const abort = new AbortController();
   const createdFiles = new Set<Digest>();
-  const createdLayers: Digest[] = [];
   const concurrency = Math.max(1, opts.concurrency ?? 3);
 
   // Downloads run in layer order, `concurrency` at a time; each job's promise settles when its
@@ -323,25 +349,20 @@ async function pullLayers(
             emit({ id, status: 'Extracting', current: read.bytes, total: desc.size });
           },
         });
-        if (r.created) createdLayers.push(r.layer.chainID);
+        if (r.created) opts.created.push(r.layer.chainID);
         parent = r.layer.chainID;
       }
       emit({ id, status: 'Pull complete' });
-      if (--job.users === 0) cache.remove(desc.digest);
     }
   } catch (e) {
     if (!abort.signal.aborted) abort.abort(e);
     await Promise.allSettled([...jobs.values()].map((j) => j.result));
-    rollbackLayers(store, createdLayers);
     for (const d of createdFiles) cache.remove(d);
     cache.tidy();
     throw e;
   } finally {
     await worker?.close();
   }
-  // A killed run may have left blobs of layers that were registered just before it died.
-  for (let i = 0; i < present; i++) cache.remove(layers[i].digest);
-  cache.tidy();
 }
 
 /** A promise that rejects when `signal` aborts (with its reason). */
@@ -350,17 +371,4 @@ function aborted(signal: AbortSignal): Promise<never> {
     if (signal.aborted) reject(signal.reason);
     else signal.addEventListener('abort', () => reject(signal.reason), { once: true });
   });
-}
-
-/** Deletes the layers a failed pull created, top first, unless something now stands on them. */
-function rollbackLayers(store: Store, created: Digest[]): void {
-  const tops = new Set<Digest>();
-  for (const id of store.images.list()) {
-    const ids = store.images.get(id).rootfs.diff_ids;
-    if (ids.length) tops.add(chainIDs(ids)[ids.length - 1]);
-  }
-  for (const chain of [...created].reverse()) {
-    if (!store.layers.has(chain) || tops.has(chain) || store.layers.children(chain).length > 0) continue;
-    store.layers.delete(chain);
-  }
 }
