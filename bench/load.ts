@@ -8,11 +8,13 @@
 // Both on tmpfs (/dev/shm) and on ext4 (by default a fresh loop-mounted ext4 image, see
 // lib/scratch.ts for why), each run into a never-used directory. Prints medians, ratios and
 // lamina's peak RSS; writes .bench-cache/results-load.json.
+// What durability costs: the same loads with LAMINA_NO_SYNC=1 (no syncfs before a layer is
+// published, no fsync of metadata files and directories), alternating with the default.
 // Then, for reading the numbers: the parse(+sha256)-only cost of the same layer (bench/tar-parse.ts,
 // openssl) and an `strace -c -f` syscall profile of one lamina load and one tar -x on tmpfs.
 //
 // Environment: BENCH_RUNS_LARGE (5), BENCH_RUNS_REFAPP (10), BENCH_FS (tmpfs,ext4),
-// BENCH_CASES (refapp,refapp-gz,large), BENCH_PARSE (1), BENCH_STRACE (1), BENCH_EXT4 (loop as
+// BENCH_CASES (refapp,refapp-gz,large), BENCH_SYNC (1), BENCH_PARSE (1), BENCH_STRACE (1), BENCH_EXT4 (loop as
 // root, else dir), BENCH_EXT4_DIR (OS temp dir: holds the image or the run dirs),
 // BENCH_TIMEOUT_MS (120000 per process), LAMINA_CLI (dist/cli/main.js).
 import fs from 'node:fs';
@@ -42,6 +44,7 @@ const config = {
     return k as FsKind;
   }),
   cases: listEnv('BENCH_CASES', 'refapp,refapp-gz,large'),
+  sync: env.BENCH_SYNC !== '0',
   parse: env.BENCH_PARSE !== '0',
   strace: env.BENCH_STRACE !== '0',
   timeoutMs: intEnv('BENCH_TIMEOUT_MS', 120_000),
@@ -92,10 +95,10 @@ function lamina(root: string, input: string): [string, string[]] {
   return [process.execPath, [cliRun, '--root', root, 'load', '-i', input]];
 }
 
-function timedLamina(area: ScratchArea, input: string, what: string): { r: RunResult; root: string } {
+function timedLamina(area: ScratchArea, input: string, what: string, env?: Record<string, string>): { r: RunResult; root: string } {
   const root = area.fresh('lamina');
   const [cmd, args] = lamina(root, input);
-  const r = runTimed(cmd, args, { rssFile: area.file('rss'), timeoutMs: config.timeoutMs, cwd: REPO_ROOT });
+  const r = runTimed(cmd, args, { rssFile: area.file('rss'), timeoutMs: config.timeoutMs, cwd: REPO_ROOT, env });
   assertOk(r, `lamina load ${what} on ${area.kind}`);
   return { r, root };
 }
@@ -225,6 +228,30 @@ function benchLarge(area: ScratchArea, large: LargeLayer): CaseResult {
     verdict: target === null ? 'info' : ratio <= target ? 'ok' : 'over',
     rssVerdict: rssVerdict(peak),
   };
+}
+
+interface SyncCost {
+  case: string;
+  fs: FsKind;
+  synced: Summary;
+  unsynced: Summary;
+}
+
+/** The same load with and without LAMINA_NO_SYNC=1, alternating (ABBA) run by run. */
+function benchSyncCost(area: ScratchArea, input: string, name: string, runs: number): SyncCost {
+  const synced: number[] = [];
+  const unsynced: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const order = i % 2 === 0 ? [false, true] : [true, false];
+    for (const noSync of order) {
+      const { r, root } = timedLamina(area, input, name, noSync ? { LAMINA_NO_SYNC: '1' } : undefined);
+      (noSync ? unsynced : synced).push(r.ms);
+      done(area, root);
+    }
+  }
+  const c = { case: name, fs: area.kind, synced: summarize(synced), unsynced: summarize(unsynced) };
+  log(`${area.kind} ${name}: synced ${formatSummaryMs(c.synced)}, LAMINA_NO_SYNC=1 ${formatSummaryMs(c.unsynced)}`);
+  return c;
 }
 
 /** Start-up floors: bare Node, and `lamina --version` (Node plus loading the CLI module). */
@@ -372,8 +399,10 @@ function newestMtime(dir: string): number {
 
 /** Room for every tree of the ext4 phase, which stays until the end: the large layer twice per run. */
 function ext4Sizing(large: LargeLayer | undefined) {
-  const trees = config.cases.includes('large') && large ? 2 * config.runsLarge : 0;
-  const refappRoots = 2 * (config.runsRefapp + 1);
+  // Run dirs on ext4 stay until the end: lamina + tar per large run, and two per sync-cost run.
+  const syncRuns = config.sync ? 2 * Math.min(config.runsLarge, 4) : 0;
+  const trees = config.cases.includes('large') && large ? 2 * config.runsLarge + syncRuns : 0;
+  const refappRoots = 2 * (config.runsRefapp + 1) + (config.sync ? 2 * config.runsRefapp : 0);
   return {
     bytes: trees * (large?.meta.layerBytes ?? 0) * 1.6 + refappRoots * 16 * 2 ** 20 + 2 ** 30,
     inodes: Math.round(trees * (large?.meta.entries ?? 0) * 1.3 + refappRoots * 2000 + 100_000),
@@ -403,6 +432,7 @@ export async function main(): Promise<void> {
   const probes: { fs: FsKind; where: string; usPerCreate: number }[] = [];
   let parse: ParseCost[] | undefined;
   let strace: StraceResult | undefined;
+  const syncCosts: SyncCost[] = [];
   try {
     // tmpfs first: ext4 runs leave large trees whose deletion would slow later ext4 creates.
     const order = (['tmpfs', 'ext4'] as FsKind[]).filter((k) => config.fsKinds.includes(k));
@@ -417,6 +447,10 @@ export async function main(): Promise<void> {
       if (refapp && wants('refapp')) results.push(benchRefapp(area, refapp, 'plain'));
       if (wants('refapp-gz')) results.push(benchRefapp(area, REFAPP_GZ, 'gz'));
       if (large && wants('large')) results.push(benchLarge(area, large));
+      if (config.sync) {
+        if (refapp && wants('refapp')) syncCosts.push(benchSyncCost(area, refapp, 'refapp .tar', config.runsRefapp));
+        if (large && wants('large')) syncCosts.push(benchSyncCost(area, large.archive, 'large layer', Math.min(config.runsLarge, 4)));
+      }
       if (kind === 'tmpfs' && large) {
         if (config.parse) parse = await parseCosts(large.layerTar, area);
         if (config.strace) {
@@ -471,6 +505,15 @@ export async function main(): Promise<void> {
     `load average before ${loadBefore.map((l) => l.toFixed(2)).join(' ')}, after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}` +
       ' (above ~0.3 other work shared the 2 CPUs: expect noise)',
   );
+  if (syncCosts.length) {
+    console.log('\nwhat durability costs (syncfs before each layer or container is published, fsync of metadata files and their dirs), ABBA-alternated:');
+    console.log(
+      formatTable(
+        ['case', 'fs', 'default (synced)', 'LAMINA_NO_SYNC=1', 'cost'],
+        syncCosts.map((c) => [c.case, c.fs, formatSummaryMs(c.synced), formatSummaryMs(c.unsynced), `${formatMs(c.synced.median - c.unsynced.median)} (${((c.synced.median / c.unsynced.median - 1) * 100).toFixed(0)}%)`]),
+      ),
+    );
+  }
   if (parse) {
     console.log('\nsame layer tar, no file system writes (what parsing and hashing alone cost):');
     console.log(
@@ -496,6 +539,7 @@ export async function main(): Promise<void> {
     scratch: probes,
     loadAverage: { before: loadBefore, after: os.loadavg() },
     parseCosts: parse,
+    syncCosts,
     strace,
     targets: { refappVsDocker: TARGET_VS_DOCKER, largeVsTarTmpfs: TARGET_VS_TAR_TMPFS, peakRssMiB: RSS_LIMIT_KIB / 1024 },
   };

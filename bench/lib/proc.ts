@@ -33,6 +33,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** A file the RSS probe may write (one per run is not needed; it is overwritten). */
   rssFile: string;
+  /** Added to the environment. */
+  env?: Record<string, string>;
 }
 
 let gnuTime: boolean | undefined;
@@ -60,7 +62,7 @@ export function runTimed(cmd: string, args: readonly string[], opts: RunOptions)
   fs.rmSync(opts.rssFile, { force: true });
   let file = cmd;
   let argv = [...args];
-  const env = { ...process.env };
+  const env = { ...process.env, ...opts.env };
   if (hasGnuTime()) {
     file = GNU_TIME;
     argv = ['-f', '%M %U %S', '-o', opts.rssFile, cmd, ...args];

@@ -11,7 +11,7 @@ import { goContainerConfig } from '../images/config.js';
 import type { ImageConfig } from '../images/imagedb.js';
 import { generateID, type Overlay2Driver } from '../overlay2/driver.js';
 import type { LayerStore, MountRecord } from '../layers/store.js';
-import { faultPoint, removeDeadTempFiles, writeFileAtomic } from '../fsutil.js';
+import { faultPoint, fsyncDir, removeDeadTempFiles, syncFileSystems, writeFileAtomic } from '../fsutil.js';
 import { isDirLocked, RootLock } from '../lock.js';
 import { setupInitLayer } from './initlayer.js';
 import { NAME_RE, randomName } from './names.js';
@@ -239,8 +239,11 @@ export class ContainerStore {
       faultPoint();
       fs.writeFileSync(path.join(stage, 'config.v2.json'), marshalGo(config), { mode: 0o600 });
       fs.writeFileSync(path.join(stage, 'hostconfig.json'), marshalGo(defaultHostConfig(o)), { mode: 0o644 });
+      // The record, the mounts entry and both layer dirs durable before the record is published.
+      syncFileSystems(stage, this.driver.home);
       faultPoint();
       fs.renameSync(stage, this.containerDir(id));
+      fsyncDir(this.dir);
       faultPoint();
       return this.get(id);
     } catch (e) {
@@ -341,6 +344,8 @@ export class ContainerStore {
       const aside = path.join(this.dir, `.removing-${id}`);
       faultPoint();
       fs.renameSync(this.containerDir(id), aside);
+      // Durable before its layers go: after a power loss the container is gone or intact.
+      fsyncDir(this.dir);
       faultPoint();
       // Layer dirs before the mounts entry: until the entry goes, recover() knows what to remove.
       if (this.driver.exists(c.mount.mountID)) this.driver.remove(c.mount.mountID);

@@ -11,7 +11,7 @@ import { LaminaError } from '../errors.js';
 import { chainID as computeChainID, hex, type Digest } from '../digest/index.js';
 import { Overlay2Driver, generateID } from '../overlay2/driver.js';
 import type * as TarSplit from '../tar/tarsplit.js';
-import { faultPoint, readOptional } from '../fsutil.js';
+import { faultPoint, fsyncDir, readOptional, syncFileSystems } from '../fsutil.js';
 import { isDirLocked, lockDir, RootLock } from '../lock.js';
 
 export interface Layer {
@@ -248,11 +248,14 @@ export class LayerStore {
       const chain = computeChainID(parent, result.diffID);
       fs.writeFileSync(path.join(stage, 'diff'), result.diffID, { mode: 0o644 });
       fs.writeFileSync(path.join(stage, 'size'), String(result.size), { mode: 0o644 });
+      // Durable before it is published (outside the root lock: a flush can take a while).
+      syncFileSystems(stage, this.driver.diffPath(cacheID));
       faultPoint();
       return this.lock.hold(() => {
         // Re-checked under the lock: another process may have published the same chain meanwhile.
         if (this.has(chain)) return { layer: this.get(chain), created: false };
         fs.renameSync(stage, this.layerDir(chain));
+        fsyncDir(this.shaDir);
         published = true;
         faultPoint();
         const layer: Layer = { chainID: chain, diffID: result.diffID, parent, size: result.size, cacheID };
@@ -290,6 +293,8 @@ export class LayerStore {
       const removing = path.join(this.shaDir, `${hex(chain)}-${randomBytes(8).toString('hex')}-removing`);
       faultPoint();
       fs.renameSync(this.layerDir(chain), removing);
+      // Durable before the layer dir goes: after a power loss the layer is gone or intact.
+      fsyncDir(this.shaDir);
       this.cache.delete(chain);
       faultPoint();
       this.driver.remove(layer.cacheID);

@@ -9,7 +9,7 @@ const require = createRequire(import.meta.url);
 type Fn = (...args: unknown[]) => number | bigint;
 interface Libc {
   mknod: Fn; lsetxattr: Fn; lgetxattr: Fn; llistxattr: Fn; lremovexattr: Fn;
-  utimensat: Fn; futimens: Fn; mount: Fn; umount2: Fn; renameat2: Fn; getdents64: Fn; syscall: Fn; errno: () => number;
+  utimensat: Fn; futimens: Fn; mount: Fn; umount2: Fn; renameat2: Fn; getdents64: Fn; syncfs: Fn; syscall: Fn; errno: () => number;
 }
 
 let libc: Libc | undefined;
@@ -52,6 +52,7 @@ function lib(): Libc {
     umount2: c.func('int umount2(const char *target, int flags)'),
     renameat2: c.func('int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)'),
     getdents64: c.func('intptr_t getdents64(int fd, _Out_ void *dirp, size_t count)'),
+    syncfs: c.func('int syncfs(int fd)'),
     syscall: c.func('long syscall(long nr, ...)'),
     errno: () => koffi.errno() as number,
   };
@@ -262,6 +263,11 @@ export const FSCONFIG_SET_STRING = 1;
 export const FSCONFIG_SET_FD = 5;
 export const FSCONFIG_CMD_CREATE = 6;
 export const MOVE_MOUNT_F_EMPTY_PATH = 4;
+
+/** syncfs(2): writes out everything cached for the file system holding `fd` (data and metadata). */
+export function syncfs(fd: number): void {
+  check(lib().syncfs(fd), 'syncfs');
+}
 
 /** flock(2) on an open fd; LOCK_EX/LOCK_SH block until granted (LOCK_NB: EWOULDBLOCK instead). */
 export function flock(fd: number, op: number): void {

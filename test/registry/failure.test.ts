@@ -149,3 +149,23 @@ for (const worker of ['1', '0']) test(`a pull killed with SIGKILL midway resumes
   for (const c of chains) assert.ok(store.layers.has(c));
   assert.deepEqual(await storeProblems(store), []);
 });
+
+test('two pulls of one image into one root at once both succeed and leave a sound store', async (t) => {
+  const reg = await startRegistry(t);
+  const dir = tmpDir(t);
+  const sizes = [600_000, 900_000, 1_200_000];
+  const img = makeOCIImage(path.join(dir, 'img'), sizes.map((n, i) => ({ [`data/twin${i}.bin`]: noise(n, `twin-${i}`) })), { tag: 't' });
+  skopeoPush(img, `${reg.host}/twins:1`);
+  // Slow enough that both processes are downloading the same blobs at the same time.
+  const proxy = await startProxy(t, reg, { delayMs: 20, throttleBytes: 64 * 1024 });
+  const root = path.join(dir, 'root');
+  Store.open(root);
+  const name = `${proxy.host}/twins:1`;
+  const [a, b] = await Promise.all([runCli(root, ['pull', name], { env: { LAMINA_DOWNLOAD_WORKER: '0' } }), runCli(root, ['pull', name], { env: { LAMINA_DOWNLOAD_WORKER: '0' } })]);
+  assert.equal(a.code, 0, a.stderr);
+  assert.equal(b.code, 0, b.stderr);
+  const store = Store.open(root);
+  assert.equal(store.resolveImage(name), img.configDigest);
+  assert.deepEqual((await fsck(store)).problems.map(formatProblem), []);
+  assert.deepEqual(await storeProblems(store), []);
+});

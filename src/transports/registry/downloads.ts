@@ -2,6 +2,8 @@
 // that is killed can be resumed without fetching them again:
 //   downloads/partial/<hex>   bytes received so far (resumed with an HTTP Range request)
 //   downloads/sha256/<hex>    complete blobs whose digest and size were verified
+//   downloads/locks/<hex>     flock'ed while a process downloads the blob (two pulls of one image
+//                             must not append to one partial file); removed by its holder
 // Nothing here is part of Docker's layout; a finished pull leaves the directory empty and
 // removes it. Store.open's scratch wipe (tmp/) would defeat resuming, hence the own directory.
 // Blobs are fetched on a worker thread (download-worker.ts) when one is given, else here.
@@ -16,6 +18,7 @@ import { discard, type RegistryClient } from './client.js';
 import type { GetJob, WorkerReply } from './download-worker.js';
 import { describeFetchError } from './auth.js';
 import { faultPoint } from '../../fsutil.js';
+import * as sys from '../../sys/index.js';
 
 export const DOWNLOADS_DIR = 'downloads';
 /** Downloads nobody came back for are dropped after this long. */
@@ -35,11 +38,13 @@ export class DownloadCache {
   readonly dir: string;
   private readonly completeDir: string;
   private readonly partialDir: string;
+  private readonly locksDir: string;
 
   constructor(storeRoot: string) {
     this.dir = path.join(storeRoot, DOWNLOADS_DIR);
     this.completeDir = path.join(this.dir, 'sha256');
     this.partialDir = path.join(this.dir, 'partial');
+    this.locksDir = path.join(this.dir, 'locks');
   }
 
   completePath(d: Digest): string {
@@ -51,7 +56,7 @@ export class DownloadCache {
   }
 
   private ensureDirs(): void {
-    for (const d of [this.dir, this.completeDir, this.partialDir]) fs.mkdirSync(d, { recursive: true, mode: 0o700 });
+    for (const d of [this.dir, this.completeDir, this.partialDir, this.locksDir]) fs.mkdirSync(d, { recursive: true, mode: 0o700 });
   }
 
   /** A complete, already verified blob of the right size left by an earlier (interrupted) pull. */
@@ -81,7 +86,7 @@ export class DownloadCache {
         if (st && now - st.mtimeMs > STALE_MS) fs.rmSync(p, { force: true });
       }
     }
-    for (const d of [this.completeDir, this.partialDir, this.dir]) {
+    for (const d of [this.completeDir, this.partialDir, this.locksDir, this.dir]) {
       try {
         fs.rmdirSync(d);
       } catch {
@@ -98,11 +103,68 @@ export class DownloadCache {
   async download(
     client: RegistryClient,
     blob: BlobDescriptor,
-    opts: { signal?: AbortSignal; onProgress?: (bytes: number) => void; onResume?: (offset: number) => void; worker?: DownloadWorker } = {},
+    opts: { signal?: AbortSignal; onProgress?: (bytes: number) => void; onResume?: (offset: number) => void; onWait?: () => void; worker?: DownloadWorker } = {},
   ): Promise<{ file: string; created: boolean }> {
     const done = this.completePath(blob.digest);
     if (this.hasComplete(blob)) return { file: done, created: false };
-    this.ensureDirs();
+    const unlock = await this.lockBlob(blob.digest, opts);
+    try {
+      // Another process may have finished it while this one waited.
+      if (this.hasComplete(blob)) return { file: done, created: false };
+      return await this.downloadLocked(client, blob, opts);
+    } finally {
+      unlock();
+    }
+  }
+
+  /**
+   * Takes the blob's download lock, polling (a blocking flock would stall this process's other
+   * downloads) and telling `onWait` once when another process holds it. Released by unlinking
+   * the lock file while still holding it; a waiter that then locks the unlinked file notices
+   * (its inode is no longer the path's) and tries again.
+   */
+  private async lockBlob(d: Digest, opts: { signal?: AbortSignal; onWait?: () => void }): Promise<() => void> {
+    const file = path.join(this.locksDir, hex(d));
+    let told = false;
+    for (;;) {
+      if (opts.signal?.aborted) throw opts.signal.reason;
+      this.ensureDirs();
+      let fd: number;
+      try {
+        fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // tidy() removed the dir
+        throw e;
+      }
+      try {
+        sys.flock(fd, sys.LOCK_EX | sys.LOCK_NB);
+      } catch (e) {
+        fs.closeSync(fd);
+        const code = (e as { code?: string }).code;
+        if (code !== 'EWOULDBLOCK' && code !== 'EAGAIN') throw e;
+        if (!told) opts.onWait?.();
+        told = true;
+        await new Promise((r) => setTimeout(r, 50));
+        continue;
+      }
+      const held = fs.fstatSync(fd).ino;
+      if (fs.statSync(file, { throwIfNoEntry: false })?.ino !== held) {
+        fs.closeSync(fd);
+        continue;
+      }
+      return () => {
+        fs.rmSync(file, { force: true });
+        fs.closeSync(fd);
+      };
+    }
+  }
+
+  private async downloadLocked(
+    client: RegistryClient,
+    blob: BlobDescriptor,
+    opts: { signal?: AbortSignal; onProgress?: (bytes: number) => void; onResume?: (offset: number) => void; worker?: DownloadWorker },
+  ): Promise<{ file: string; created: boolean }> {
+    const done = this.completePath(blob.digest);
     const partial = this.partialPath(blob.digest);
     const created = !fs.existsSync(partial);
     if (opts.worker) {

@@ -290,6 +290,7 @@ async function pullLayers(
         const r = await cache.download(client, job.desc, {
           signal: abort.signal,
           worker,
+          onWait: () => emit({ id, status: 'Waiting for another lamina process downloading it' }),
           onProgress: (bytes) => {
             wake(job);
             const now = Date.now();
