@@ -14,6 +14,15 @@ import * as sys from './sys/index.js';
 
 const LOCK_FILE = 'lamina.lock';
 
+// For the concurrency test (test/crash/concurrent.test.ts): LAMINA_LOCK_JITTER_MS=n sleeps a
+// random 0..n ms before each root-lock acquisition and after each release, widening the gaps
+// between locked sections where a check made outside the lock can go stale.
+const JITTER_MS = Number(process.env.LAMINA_LOCK_JITTER_MS) || 0;
+const jitterCell = JITTER_MS ? new Int32Array(new SharedArrayBuffer(4)) : undefined;
+function jitter(): void {
+  if (jitterCell) Atomics.wait(jitterCell, 0, 0, Math.random() * JITTER_MS);
+}
+
 function wouldBlock(e: unknown): boolean {
   const code = (e as { code?: string }).code;
   return code === 'EWOULDBLOCK' || code === 'EAGAIN';
@@ -35,6 +44,7 @@ export class RootLock {
    */
   acquire(): void {
     if (this.depth++ > 0) return;
+    jitter();
     try {
       if (this.fd < 0) this.fd = fs.openSync(this.file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
       try {
@@ -57,6 +67,7 @@ export class RootLock {
     if (this.depth === 0) return;
     if (--this.depth > 0) return;
     sys.flock(this.fd, sys.LOCK_UN);
+    jitter();
   }
 
   /** Runs a synchronous section under the lock. */

@@ -78,6 +78,7 @@ export class Store {
     this.tmpDir = path.join(this.root, 'tmp');
     this.lock = new RootLock(this.root);
     this.layers.lock = this.lock;
+    this.repositories.lock = this.lock;
     this.containers.lock = this.lock;
     this.containers.imageExists = (id) => this.images.has(id);
   }
@@ -218,7 +219,16 @@ export class Store {
   }
 
   listImages(): ImageRecord[] {
-    return this.images.list().map((id) => this.image(id));
+    const out: ImageRecord[] = [];
+    for (const id of this.images.list()) {
+      try {
+        out.push(this.image(id));
+      } catch (e) {
+        // Deleted by an rmi in another process since the listing: not an image any more.
+        if (!(e instanceof LaminaError && e.code === 'ENOTFOUND')) throw e;
+      }
+    }
+    return out;
   }
 
   /** Points TARGET at the image SOURCE resolves to (`lamina tag`). */

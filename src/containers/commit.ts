@@ -102,12 +102,17 @@ async function commitLocked(store: Store, id: string, o: CommitOptions): Promise
   const upper = store.driver.diffPath(c.mount.mountID);
   let diffID: Digest = EMPTY_LAYER_DIFFID;
   let createdLayer = false;
+  // The new layer stays pinned until the image that references it is written: it may be one
+  // another process registered (same change on the same parent) and is about to rmi.
+  let unpinLayer = () => {};
   if (fs.readdirSync(upper).length > 0) {
-    const r = await store.layers.register(parentChain, writeLayerTar(upper), { label: `the rw layer of container ${id}` });
+    const r = await store.layers.register(parentChain, writeLayerTar(upper), { label: `the rw layer of container ${id}`, pinResult: true });
     diffID = r.layer.diffID;
     createdLayer = r.created;
+    unpinLayer = r.unpin;
     // Only sockets in the upper dir give an empty tar: moby registers and releases that layer.
     if (diffID === EMPTY_LAYER_DIFFID && r.created) {
+      unpinLayer();
       store.layers.delete(r.layer.chainID);
       createdLayer = false;
     }
@@ -128,18 +133,21 @@ async function commitLocked(store: Store, id: string, o: CommitOptions): Promise
     imageID = store.lock.hold(() => {
       const put = store.images.put(bytes);
       if (c.config.Image) store.images.setMetadata(put, 'parent', c.config.Image);
+      // Tagged in the same locked section: until then the image is dangling to other processes
+      // (an image prune there would delete it).
+      if (o.reference) store.tag(put, o.reference);
       return put;
     });
   } catch (e) {
-    if (createdLayer) store.layers.delete(chainIDs([...parentDiffIDs, diffID])[parentDiffIDs.length]);
+    unpinLayer();
+    // Unless another process has come to rely on the layer meanwhile (found it registered).
+    const chain = chainIDs([...parentDiffIDs, diffID])[parentDiffIDs.length];
+    if (createdLayer) store.lock.hold(() => { if (store.layers.has(chain) && !store.isLayerReferenced(chain)) store.layers.delete(chain); });
     throw e;
+  } finally {
+    unpinLayer();
   }
-  let tagged: string | undefined;
-  if (o.reference) {
-    store.tag(imageID, o.reference);
-    tagged = o.reference;
-  }
-  return { id: imageID, diffID: emptyLayer ? undefined : diffID, createdLayer, tagged };
+  return { id: imageID, diffID: emptyLayer ? undefined : diffID, createdLayer, tagged: o.reference };
 }
 
 /** The docker CLI's check of REPOSITORY[:TAG] (a malformed name or a digest is refused up front). */

@@ -148,7 +148,14 @@ export class ContainerStore {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new LaminaError('ENOTFOUND', `No such container: ${id}`);
       throw new LaminaError('EBADINPUT', `${dir}/config.v2.json is not valid JSON: ${(e as Error).message}`);
     }
-    const hostConfig = JSON.parse(fs.readFileSync(path.join(dir, 'hostconfig.json'), 'utf8')) as Record<string, unknown>;
+    let hostConfig: Record<string, unknown>;
+    try {
+      hostConfig = JSON.parse(fs.readFileSync(path.join(dir, 'hostconfig.json'), 'utf8')) as Record<string, unknown>;
+    } catch (e) {
+      // Removed by another process between the two reads (rm renames the dir away first).
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new LaminaError('ENOTFOUND', `No such container: ${id}`);
+      throw e;
+    }
     const mount = this.layers.getMount(id);
     if (!mount) throw new LaminaError('ENOTFOUND', `container ${id} has no layerdb/mounts entry`);
     return { id, config, hostConfig, mount };

@@ -6,6 +6,7 @@ import type { Digest } from '../digest/index.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { familiarName, familiarString, parseReference, type Reference } from './reference.js';
 import { marshalGo, sortKeys } from './gojson.js';
+import type { RootLock } from '../lock.js';
 
 type RepoMap = Record<string, Record<string, Digest>>;
 
@@ -21,6 +22,12 @@ export interface RefEntry {
 export class Repositories {
   readonly file: string;
   private repos: RepoMap | undefined;
+  /**
+   * The root lock (Store sets it): set() and delete() read, change and write the whole file,
+   * so they hold it themselves, and a caller outside it (pull, push) cannot lose another
+   * process's change. Re-entrant: callers that already hold it are unaffected.
+   */
+  lock: RootLock | undefined;
 
   constructor(file: string) {
     this.file = file;
@@ -60,6 +67,11 @@ export class Repositories {
 
   /** Points `ref` (tag or digest) at `image`; returns the image it pointed at before, if another. */
   set(ref: Reference, image: Digest): Digest | undefined {
+    if (this.lock) return this.lock.hold(() => this.setLocked(ref, image));
+    return this.setLocked(ref, image);
+  }
+
+  private setLocked(ref: Reference, image: Digest): Digest | undefined {
     this.invalidate(); // read-modify-write from the file: another process may have changed it
     const repos = this.load();
     const repo = familiarName(ref);
@@ -78,6 +90,11 @@ export class Repositories {
 
   /** Removes one reference; returns whether it existed. */
   delete(ref: Reference): boolean {
+    if (this.lock) return this.lock.hold(() => this.deleteLocked(ref));
+    return this.deleteLocked(ref);
+  }
+
+  private deleteLocked(ref: Reference): boolean {
     this.invalidate(); // read-modify-write from the file: another process may have changed it
     const repos = this.load();
     const repo = familiarName(ref);

@@ -35,6 +35,14 @@ export interface RegisterOptions {
    * large layer is extracted on a worker thread while this one parses, hashes and records.
    */
   sizeHint?: number;
+  /**
+   * Pin the resulting layer (see pin()) in the same locked section that publishes it or finds
+   * it already there; the caller releases it with `unpin` once an image references the layer.
+   * For callers that cannot pin the chain up front because they learn its diffID only here
+   * (commit): between this call and their image write, an rmi in another process could
+   * otherwise delete a layer they found already registered.
+   */
+  pinResult?: boolean;
 }
 
 const TARSPLIT = 'tar-split.json.gz';
@@ -204,7 +212,7 @@ export class LayerStore {
    * copy is dropped and the existing layer returned (as moby does). On any failure nothing of
    * the attempt stays behind.
    */
-  async register(parent: Digest | undefined, input: Readable, opts: RegisterOptions = {}): Promise<{ layer: Layer; created: boolean }> {
+  async register(parent: Digest | undefined, input: Readable, opts: RegisterOptions = {}): Promise<{ layer: Layer; created: boolean; unpin: () => void }> {
     const cacheID = generateID();
     const stage = path.join(this.tmpDir, `write-set-${randomBytes(16).toString('hex')}`);
     let createdCommitted = false;
@@ -253,14 +261,14 @@ export class LayerStore {
       faultPoint();
       return this.lock.hold(() => {
         // Re-checked under the lock: another process may have published the same chain meanwhile.
-        if (this.has(chain)) return { layer: this.get(chain), created: false };
+        if (this.has(chain)) return { layer: this.get(chain), created: false, unpin: opts.pinResult ? this.pin([chain]) : () => {} };
         fs.renameSync(stage, this.layerDir(chain));
         fsyncDir(this.shaDir);
         published = true;
         faultPoint();
         const layer: Layer = { chainID: chain, diffID: result.diffID, parent, size: result.size, cacheID };
         this.cache.set(chain, layer);
-        return { layer, created: true };
+        return { layer, created: true, unpin: opts.pinResult ? this.pin([chain]) : () => {} };
       });
     } finally {
       if (!published) {

@@ -222,7 +222,22 @@ export class Overlay2Driver {
     faultPoint();
     fs.rmSync(dir, { recursive: true, force: true });
     faultPoint();
-    if (opts.parent && opts.dropCommitted) fs.rmSync(path.join(this.dir(opts.parent), 'committed'), { force: true });
+    // Only while no other layer dir stands on the parent: another process may have created a
+    // child on it meanwhile (or published the same chain this layer duplicated), and moby keeps
+    // `committed` on every layer that has a child.
+    if (opts.parent && opts.dropCommitted && !this.hasChildDirs(opts.parent)) fs.rmSync(path.join(this.dir(opts.parent), 'committed'), { force: true });
+  }
+
+  /** Whether any layer dir lists `id` as its nearest lower (a scan: only for rollbacks). */
+  hasChildDirs(id: string): boolean {
+    const want = `${LINK_DIR}/${this.info(id).link}`;
+    return this.list().some((d) => {
+      try {
+        return fs.readFileSync(path.join(this.home, d, 'lower'), 'utf8').split(':')[0] === want;
+      } catch {
+        return false; // a bottom layer, or gone meanwhile
+      }
+    });
   }
 
   /** Removes every l/ entry that points at `../<id>/diff` (a scan: only for repairs). */

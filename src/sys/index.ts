@@ -271,8 +271,20 @@ export function syncfs(fd: number): void {
 
 /** flock(2) on an open fd; LOCK_EX/LOCK_SH block until granted (LOCK_NB: EWOULDBLOCK instead). */
 export function flock(fd: number, op: number): void {
-  check(lib().syscall(SYS_flock, 'int', fd, 'int', op), 'flock');
+  // errno is read after koffi has returned to JS, and the runtime can clobber it in between
+  // (seen under load: a LOCK_NB flock on a held lock reported ENOMEM, which flock cannot fail
+  // with). A code flock does not return, and EINTR, mean "try again": a failed flock changed
+  // nothing (callers never convert a lock on the same fd), so repeating it is harmless.
+  for (let attempt = 1; ; attempt++) {
+    if (Number(lib().syscall(SYS_flock, 'int', fd, 'int', op)) >= 0) return;
+    const e = lib().errno();
+    if (attempt < 10 && (e === osConstants.errno.EINTR || !FLOCK_ERRNOS.has(e))) continue;
+    throw new SysError('flock', e);
+  }
 }
+
+/** The errors flock(2) can return (EWOULDBLOCK is EAGAIN on Linux). */
+const FLOCK_ERRNOS = new Set([osConstants.errno.EBADF, osConstants.errno.EINTR, osConstants.errno.EINVAL, osConstants.errno.ENOLCK, osConstants.errno.EWOULDBLOCK]);
 
 /** fsopen(2): a file-system context fd for `fsname` (e.g. "overlay"); close it with fs.closeSync. */
 export function fsopen(fsname: string, flags = FSOPEN_CLOEXEC): number {
