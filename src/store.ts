@@ -254,6 +254,7 @@ export class Store {
   async load(file: string, onEvent: (e: LoadEvent) => void = () => {}): Promise<Array<{ id: Digest; refs: string[] }>> {
     const scratch = this.scratchDir('load');
     const created: Digest[] = [];
+    let pinned: Digest[] = [];
     const results: Array<{ id: Digest; refs: string[] }> = [];
     let unpin = () => {};
     try {
@@ -271,7 +272,8 @@ export class Store {
           return { img, config, diffIDs, refs };
         });
         // Pinned: no concurrent rmi deletes a layer this load reuses or is about to stand on.
-        unpin = this.layers.pin(plans.flatMap((p) => chainIDs(p.diffIDs)));
+        pinned = plans.flatMap((p) => chainIDs(p.diffIDs));
+        unpin = this.layers.pin(pinned);
         for (const { img, diffIDs } of plans) {
           let parent: Digest | undefined;
           for (let i = 0; i < diffIDs.length; i++) {
@@ -317,12 +319,10 @@ export class Store {
         await source.close();
       }
     } catch (e) {
+      // The layers this load created go again, and so do those an rmi in another process left
+      // to us while the pin kept it from deleting them (nothing references them any more).
       unpin();
-      this.lock.hold(() => {
-        for (const chain of created.reverse()) {
-          if (this.layers.has(chain) && !this.isLayerReferenced(chain)) this.layers.delete(chain);
-        }
-      });
+      this.lock.hold(() => this.collectUnreferenced([...created, ...pinned]));
       throw e;
     } finally {
       unpin();
@@ -352,7 +352,7 @@ export class Store {
    * `lamina rmi`: untags the reference; when no reference is left (or an ID was given), deletes
    * the image and every layer of its chain that no other image or layer still uses.
    */
-  removeImage(refOrID: string, opts: { force?: boolean } = {}): RemoveEvent[] {
+  removeImage(refOrID: string, opts: { force?: boolean; onlyUnreferenced?: boolean } = {}): RemoveEvent[] {
     // Every decision and deletion under the root lock: what is referenced must not change meanwhile.
     return this.lock.hold(() => {
       this.repositories.invalidate();
@@ -360,11 +360,19 @@ export class Store {
     });
   }
 
-  private removeImageLocked(refOrID: string, opts: { force?: boolean }): RemoveEvent[] {
+  private removeImageLocked(refOrID: string, opts: { force?: boolean; onlyUnreferenced?: boolean }): RemoveEvent[] {
     const id = this.resolveImage(refOrID);
     const events: RemoveEvent[] = [];
     const refs = this.repositories.referencesTo(id);
+    // prune decided outside the lock that the image was dangling: not if it was tagged since.
+    if (opts.onlyUnreferenced && refs.length) throw new LaminaError('ECONFLICT', `image ${hex(id).slice(0, 12)} was tagged by another lamina process`);
     const users = this.containers.usersOf(id);
+    const byID = /^(?:sha256:)?[0-9a-f]{1,64}$/.test(refOrID);
+    const hasChildren = this.images.list().some((other) => other !== id && this.images.getMetadata(other, 'parent') === id);
+    // By ID, a child image is a conflict no force overrides, found before anything is untagged.
+    if (byID && hasChildren) {
+      throw new LaminaError('EINUSE', `conflict: unable to delete ${hex(id).slice(0, 12)} (cannot be forced) - image has dependent child images`);
+    }
     const lastName = refs.filter((r) => r.tag).length <= 1;
     if (users.length && !opts.force && lastName) {
       const what = /^(?:sha256:)?[0-9a-f]{1,64}$/.test(refOrID) ? `delete ${hex(id).slice(0, 12)} (must be forced) - image is being used by stopped container ${users[0].id.slice(0, 12)}` : `remove repository reference "${refOrID}" (must force) - container ${users[0].id.slice(0, 12)} is using its referenced image ${hex(id).slice(0, 12)}`;
@@ -377,16 +385,17 @@ export class Store {
     // When this rmi will delete the image, say so in a journal before the first untag: killed
     // after it, the next Store.open finishes the deletion instead of leaving an unnamed image.
     const byName = !!byRef && this.repositories.get(byRef) === id;
-    const willDelete = !users.length && (!byName || refs.filter((r) => r.tag).length <= 1);
+    const willDelete = !users.length && !hasChildren && (!byName || refs.filter((r) => r.tag).length <= 1);
     const done = willDelete ? this.layers.journal('gc', chainIDs(this.images.get(id).rootfs.diff_ids), id) : () => {};
     try {
-      return this.untagAndDelete(id, byName ? byRef : undefined, refs, users.length > 0, opts, events);
+      return this.untagAndDelete(id, byName ? byRef : undefined, refs, users.length > 0 || hasChildren, opts, events);
     } finally {
       done();
     }
   }
 
-  private untagAndDelete(id: Digest, byRef: Reference | undefined, refs: Array<{ ref: string; tag?: string; digest?: string }>, used: boolean, opts: { force?: boolean }, events: RemoveEvent[]): RemoveEvent[] {
+  /** `kept`: a container or a child image still uses the image, so it is only untagged. */
+  private untagAndDelete(id: Digest, byRef: Reference | undefined, refs: Array<{ ref: string; tag?: string; digest?: string }>, kept: boolean, opts: { force?: boolean }, events: RemoveEvent[]): RemoveEvent[] {
     if (byRef) {
       faultPoint();
       // Removing by name untags only, unless this was the last name.
@@ -408,12 +417,9 @@ export class Store {
         events.push({ kind: 'untagged', value: r.ref });
       }
     }
-    // An image a container still uses stays (untagged, as Docker leaves it with -f).
-    if (used) return events;
-    const children = this.images.list().filter((other) => other !== id && this.images.getMetadata(other, 'parent') === id);
-    if (children.length) {
-      throw new LaminaError('EINUSE', `conflict: unable to delete ${hex(id).slice(0, 12)} (cannot be forced) - image has dependent child images`);
-    }
+    // An image a container or a child image still uses stays, untagged (as Docker leaves it:
+    // rmi -f with a container; by name with a child, where dockerd untags quietly).
+    if (kept) return events;
     const chains = chainIDs(this.images.get(id).rootfs.diff_ids);
     faultPoint();
     this.images.delete(id);

@@ -322,9 +322,11 @@ export async function pruneImages(store: Store, all: boolean, warn: (m: string) 
       if (e.kind === 'deleted') reclaimed += layerSize.get(e.value) ?? 0;
     }
   };
-  const tryRemove = (ref: string): boolean => {
+  // `dangling`: decided outside the root lock, so removeImage re-checks under it that no
+  // reference was added meanwhile (another process may have tagged the image).
+  const tryRemove = (ref: string, dangling = false): boolean => {
     try {
-      record(store.removeImage(ref));
+      record(store.removeImage(ref, { onlyUnreferenced: dangling }));
       return true;
     } catch (e) {
       if (e instanceof LaminaError && (e.code === 'EINUSE' || e.code === 'ECONFLICT' || e.code === 'ENOTFOUND')) return false;
@@ -339,7 +341,7 @@ export async function pruneImages(store: Store, all: boolean, warn: (m: string) 
       if (store.containers.usersOf(parent).length) return;
       if (children().get(parent)) return;
       const next = store.images.getMetadata(parent, 'parent');
-      if (!tryRemove(parent)) return;
+      if (!tryRemove(parent, true)) return;
       parent = next;
     }
   };
@@ -359,7 +361,7 @@ export async function pruneImages(store: Store, all: boolean, warn: (m: string) 
       let removed = false;
       for (const r of refs) removed = tryRemove(r.ref) || removed;
       if (removed && !store.images.has(img.id)) pruneParents(parent);
-    } else if (tryRemove(hex(img.id))) {
+    } else if (tryRemove(hex(img.id), true)) {
       pruneParents(parent);
     }
   }

@@ -125,10 +125,11 @@ export async function pullImage(store: Store, input: string, opts: PullOptions =
       store.repositories.set({ domain: ref.domain, path: ref.path, digest: top.digest }, imageID);
     });
   } catch (e) {
-    // The layers this pull registered go again (unless something else now uses them).
+    // The layers this pull registered go again (unless something else now uses them), and so
+    // do those an rmi elsewhere left to us while our pin kept it from deleting them.
     unpin();
     unpin = () => {};
-    store.lock.hold(() => store.collectUnreferenced(created));
+    store.lock.hold(() => store.collectUnreferenced([...created, ...chains]));
     throw e;
   } finally {
     unpin();
