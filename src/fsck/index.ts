@@ -2,8 +2,8 @@
 // that every reference between its parts holds:
 //   overlay2 l/        every short link points at an existing layer dir whose `link` names it
 //   overlay2 <id>/     link file + l/ symlink, `lower` = the parent chain's links, work/ when it
-//                      has a parent; owned by a layer, a container's init/rw layer or a live
-//                      registration; nothing mounted at a leftover merged/
+//                      has a parent, `committed` in the parent; owned by a layer, a container's
+//                      init/rw layer or a live registration; nothing mounted at a leftover merged/
 //   layerdb            cache-id dir exists, parent exists, chainID = chain(parent, diffID), the
 //                      layer tar rebuilt from diff/ + tar-split hashes to diffID
 //   imagedb            config bytes hash to their name, every chain of an image exists
@@ -383,12 +383,39 @@ class Checker {
         this.report(`overlay2/${name}: unexpected entry`, undefined, 'not a layer dir; inspect and remove it by hand');
         continue;
       }
-      if (owners.has(name) || containerDirs.has(name) || live.has(name)) continue;
+      if (owners.has(name) || containerDirs.has(name) || live.has(name)) {
+        this.checkParentCommitted(name);
+        continue;
+      }
       this.report(`overlay2/${name}: orphan layer dir (no layer, container or registration uses it)`, () => {
         s.driver.remove(name);
         return 'removed with its short link';
       });
     }
+  }
+
+  /**
+   * The driver writes `committed` into a layer dir once a child is created on it, and a mount of
+   * a committed layer is read-only; without it, mounting the parent would write into a lower dir
+   * its children share.
+   */
+  private checkParentCommitted(name: string): void {
+    const nearest = readOptional(path.join(this.home, name, 'lower'))?.split(':')[0];
+    const m = nearest ? /^l\/([A-Z2-7]{26})$/.exec(nearest) : null;
+    if (!m) return; // a bottom layer, or a broken `lower` that checkLayers reports
+    let target: string;
+    try {
+      target = fs.readlinkSync(path.join(this.lDir, m[1]));
+    } catch {
+      return; // a dangling short link: reported by checkShortLinks
+    }
+    const parent = /^\.\.\/([0-9a-f]{64}(?:-init)?)\/diff$/.exec(target)?.[1];
+    if (!parent || !fs.existsSync(path.join(this.home, parent)) || fs.existsSync(path.join(this.home, parent, 'committed'))) return;
+    this.report(`overlay2/${parent}: no committed marker although overlay2/${name} stands on it (a mount of it would be writable)`, () => {
+      fs.writeFileSync(path.join(this.home, parent, 'committed'), '', { mode: 0o600 });
+      fs.chmodSync(path.join(this.home, parent, 'committed'), 0o600);
+      return 'committed written';
+    });
   }
 
   /** cache-ids that staging dirs of live registrations are filling. */

@@ -62,6 +62,10 @@ test('fsck names each kind of damage and --repair restores what can be restored'
   // 6. a tag pointing at a missing image
   const missing = 'sha256:' + 'ab'.repeat(32);
   store.repositories.set(parseReference('ghost:1'), missing as `sha256:${string}`);
+  // 7. a parent layer dir without its committed marker (the bottom layer, which layer 1 stands on)
+  const committed0 = path.join(home, chains[0].cacheID, 'committed');
+  assert.ok(fs.existsSync(committed0), 'the loader marked the bottom layer committed');
+  fs.rmSync(committed0);
 
   const cli = lamina(root, 'fsck');
   assert.equal(cli.code, 1, cli.stdout + cli.stderr);
@@ -73,6 +77,7 @@ test('fsck names each kind of damage and --repair restores what can be restored'
   assert.ok(line(new RegExp(`overlay2/${orphan}: orphan layer dir`)), out);
   assert.ok(line(new RegExp(`layer ${top.chainID}: its cache-id dir overlay2/${top.cacheID} is missing`)), out);
   assert.ok(line(new RegExp(`repositories.json: ghost:1 points at image ${missing}, which does not exist`)), out);
+  assert.ok(line(new RegExp(`overlay2/${chains[0].cacheID}: no committed marker although overlay2/${chains[1].cacheID} stands on it`)), out);
 
   const rep = lamina(root, 'fsck', '--repair');
   assert.equal(rep.code, 1, 'the corrupt and the missing layer cannot be repaired');
@@ -82,6 +87,7 @@ test('fsck names each kind of damage and --repair restores what can be restored'
   assert.equal(fs.readlinkSync(path.join(home, 'l', link1)), `../${l1.cacheID}/diff`);
   assert.equal(fs.readFileSync(lowerFile, 'utf8'), lowerBefore);
   assert.equal(fs.existsSync(path.join(home, orphan)), false);
+  assert.equal(fs.statSync(committed0).mode & 0o777, 0o600);
   store = Store.open(root);
   assert.equal(store.repositories.get(parseReference('ghost:1')), undefined);
   assert.equal(store.repositories.get(parseReference('refapp:1')), imageID);
@@ -90,7 +96,7 @@ test('fsck names each kind of damage and --repair restores what can be restored'
   const left = after.problems.map((p) => p.message);
   assert.ok(left.some((m) => m.includes(`content of overlay2/${corrupt.cacheID}/diff`)), left.join('\n'));
   assert.ok(left.some((m) => m.includes(`its cache-id dir overlay2/${top.cacheID} is missing`)), left.join('\n'));
-  assert.ok(left.every((m) => !/short link|lower|orphan|ghost/.test(m)), left.join('\n'));
+  assert.ok(left.every((m) => !/short link|lower|orphan|ghost|committed/.test(m)), left.join('\n'));
 
   // The advice works: rmi + load again gives a clean store.
   assert.equal(lamina(root, 'rmi', 'refapp:1').code, 0);
