@@ -129,6 +129,28 @@ function readPolicy(): VfsPolicy {
   return { symlinks: read('protected_symlinks'), regular: read('protected_regular'), fifos: read('protected_fifos') };
 }
 
+/** Whether this process has CAP_SYS_ADMIN, without which the kernel hides trusted.* xattrs. */
+function hasCapSysAdmin(): boolean {
+  try {
+    const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    return !!m && ((BigInt('0x' + m[1]) >> 21n) & 1n) === 1n;
+  } catch {
+    return process.getuid?.() === 0;
+  }
+}
+
+let warnedTrusted = false;
+
+/**
+ * Without CAP_SYS_ADMIN, listxattr silently omits trusted.* names: opaque dirs and redirects
+ * (trusted.overlay.*) would be invisible and the view would show files they hide. Said once.
+ */
+function warnIfTrustedUnreadable(layers: number): void {
+  if (warnedTrusted || layers < 2 || hasCapSysAdmin()) return;
+  warnedTrusted = true;
+  process.stderr.write('warning: without CAP_SYS_ADMIN the trusted.overlay.* xattrs cannot be read: opaque directories and redirects are not honoured, so files they hide may show\n');
+}
+
 export class UnionFs {
   /** Real layer roots: index 0 is the upper dir when there is one, then the lowers, nearest first. */
   readonly layers: readonly string[];
@@ -147,6 +169,7 @@ export class UnionFs {
       const st = fs.statSync(r, { throwIfNoEntry: false });
       if (!st?.isDirectory()) throw new LaminaError('ENOTFOUND', `union layer ${r} is not a directory`);
     }
+    if (!opts.userxattr) warnIfTrustedUnreadable(roots.length);
     const x = overlayXattrNames(opts.userxattr ?? false);
     this.ls = {
       roots, hasUpper: opts.upper !== undefined, bottom: roots.length - 1, x, xwhiteoutLayers: new Set(),

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
+import { spawnSync } from 'node:child_process';
 import { Readable } from 'node:stream';
 import { UnionFs } from '../../src/union/index.js';
 import { readRawDir } from '../../src/union/dirents.js';
@@ -161,4 +162,29 @@ test('origin() tells which layers serve a path and which it shadows', { skip }, 
   assert.deepEqual(u.origin('/etc'), { path: '/etc', type: 'dir', layers: [0, 1], shadowed: [] });
   assert.deepEqual(u.origin('/etc/passwd'), { path: '/etc/passwd', type: 'file', layers: [1], shadowed: [] });
   assert.throws(() => u.origin('/etc/gone'), { code: 'ENOENT' });
+});
+
+test('without CAP_SYS_ADMIN the engine cannot see opaque dirs, and says so once instead of silently', { skip: skip || (!fs.existsSync('/usr/bin/setpriv') && 'setpriv (util-linux) is not installed') }, (t) => {
+  const root = scratchTmpfs(t, 'lamina-union-nocap-');
+  const layers = buildLayers(planFromSpec([
+    [{ path: '/d', kind: 'dir', opaque: true }, { path: '/d/new', kind: 'file' }],
+    [{ path: '/d', kind: 'dir' }, { path: '/d/hidden', kind: 'file' }],
+  ]), root);
+  const script = `import { UnionFs } from ${JSON.stringify(path.resolve('src/union/index.ts'))};
+    const u = new UnionFs({ lowers: ${JSON.stringify(layers)} });
+    new UnionFs({ lowers: ${JSON.stringify(layers)} });
+    console.log(u.readdir('/d').sort().join(','));`;
+  const run = (prefix: string[]) => spawnSync(prefix[0], [...prefix.slice(1), process.execPath, '--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8' });
+  // With the capability: the opaque dir hides the lower file, and nothing is said.
+  const full = run(['env']);
+  assert.equal(full.status, 0, full.stderr);
+  assert.equal(full.stdout.trim(), 'new');
+  assert.equal(full.stderr, '');
+  // Without it, listxattr omits trusted.* names: the lower file shows, and one warning says why.
+  const dropped = run(['setpriv', '--bounding-set=-sys_admin', '--inh-caps=-sys_admin']);
+  assert.equal(dropped.status, 0, dropped.stderr);
+  assert.equal(dropped.stdout.trim(), 'hidden,new');
+  const warnings = dropped.stderr.split('\n').filter((l) => l.startsWith('warning:'));
+  assert.equal(warnings.length, 1, dropped.stderr);
+  assert.match(warnings[0], /without CAP_SYS_ADMIN the trusted\.overlay\.\* xattrs cannot be read/);
 });
