@@ -375,13 +375,10 @@ export class Store {
     }
     const lastName = refs.filter((r) => r.tag).length <= 1;
     if (users.length && !opts.force && lastName) {
-      const what = /^(?:sha256:)?[0-9a-f]{1,64}$/.test(refOrID) ? `delete ${hex(id).slice(0, 12)} (must be forced) - image is being used by stopped container ${users[0].id.slice(0, 12)}` : `remove repository reference "${refOrID}" (must force) - container ${users[0].id.slice(0, 12)} is using its referenced image ${hex(id).slice(0, 12)}`;
+      const what = byID ? `delete ${hex(id).slice(0, 12)} (must be forced) - image is being used by stopped container ${users[0].id.slice(0, 12)}` : `remove repository reference "${refOrID}" (must force) - container ${users[0].id.slice(0, 12)} is using its referenced image ${hex(id).slice(0, 12)}`;
       throw new LaminaError('EINUSE', `conflict: unable to ${what}`);
     }
-    let byRef: Reference | undefined;
-    if (!/^(?:sha256:)?[0-9a-f]{1,64}$/.test(refOrID)) {
-      byRef = withDefaultTag(parseReference(refOrID));
-    }
+    const byRef = byID ? undefined : withDefaultTag(parseReference(refOrID));
     // When this rmi will delete the image, say so in a journal before the first untag: killed
     // after it, the next Store.open finishes the deletion instead of leaving an unnamed image.
     const byName = !!byRef && this.repositories.get(byRef) === id;
