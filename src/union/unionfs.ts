@@ -811,6 +811,9 @@ export class UnionFs {
     }
     if (value.length > REDIRECT_MAX) throw fsError('EXDEV', 'rename', p);
     lsetxattr(upperPath, this.ls.x.redirect, value);
+    // Kept even if the rename then fails (the kernel sets the dentry's redirect too): a later
+    // rename within one directory keeps an absolute redirect instead of writing a relative one.
+    node.redirect = value;
   }
 
   // ------------------------------------------------------------------ metadata

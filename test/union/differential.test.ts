@@ -230,6 +230,22 @@ test('random operation sequences with redirect_dir=on', { skip: !isRoot && 'need
 
 const regressions: Array<{ name: string } & SequenceOptions> = [
   {
+    // Found by seed 362066887 (redirect_dir=on): a move into another directory that fails in
+    // the upper fs (ENOTEMPTY) has already copied the directory up with an absolute redirect;
+    // a later rename within its own directory keeps that redirect.
+    name: 'a failed cross-directory rename leaves its absolute redirect, which a same-directory rename keeps',
+    seed: 3,
+    redirectDir: true,
+    layers: [[], [], [{ path: '/a', kind: 'dir' }, { path: '/a/b', kind: 'dir' }, { path: '/a/b/e', kind: 'file' }]],
+    script: [
+      { op: 'mkdir', path: '/c', mode: 0o1777 },
+      { op: 'writeFile', path: '/c/e', size: 71, fill: 98 },
+      { op: 'rename', path: '/a/b', to: '/c' },
+      { op: 'rename', path: '/a/b', to: '/a/d' },
+      { op: 'readdir', path: '/a/d' },
+    ],
+  },
+  {
     // Found by seed 2600880575: the kernel accepts trusted.overlay.* through the mount and
     // stores it escaped as trusted.overlay.overlay.* (lists and copies it up unescaped).
     name: 'overlay xattr names set through the union are stored escaped',
