@@ -194,7 +194,14 @@ export class Overlay2Driver {
 
   /** Resolves a short link name to the layer id it points at. */
   resolveLink(lid: string): string {
-    const target = fs.readlinkSync(path.join(this.home, LINK_DIR, lid));
+    let target: string;
+    try {
+      target = fs.readlinkSync(path.join(this.home, LINK_DIR, lid));
+    } catch (e) {
+      // Its layer was removed (by another lamina process), or the link was lost (fsck --repair).
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new LaminaError('ENOTFOUND', `short link ${this.home}/${LINK_DIR}/${lid} does not exist: its layer is gone or the link was lost (lamina fsck finds which)`);
+      throw e;
+    }
     const m = /^\.\.\/([^/]+)\/diff$/.exec(target);
     if (!m) throw new LaminaError('EBADINPUT', `${this.home}/l/${lid} points at "${target}", not ../<id>/diff`);
     return m[1];

@@ -12,6 +12,7 @@ import { Readable } from 'node:stream';
 import { Store } from '../../src/store.js';
 import type { Digest } from '../../src/digest/index.js';
 import { compareDiffDir, expectedImages, fixtureSave } from '../helpers/expected.js';
+import { commitContainer } from '../../src/containers/commit.js';
 import { dockerTarSplits, fixtureLayers } from '../tar/fixtures.js';
 
 function tmpRoot(t: { after: (fn: () => void) => void }): string {
@@ -148,6 +149,40 @@ test('rmi is reference counted: shared layers survive until the last image goes'
   assert.deepEqual(fs.readdirSync(path.join(store.layers.dir, 'sha256')), []);
   assert.deepEqual(fs.readdirSync(path.join(root, 'lamina/image/overlay2/imagedb/content/sha256')), []);
   assert.equal(read(path.join(root, 'lamina/image/overlay2/repositories.json')), '{"Repositories":{}}');
+});
+
+test('rmi of an image with a child image: by ID a conflict that untags nothing; by its last name an untag that keeps it', async (t) => {
+  const root = tmpRoot(t);
+  const store = Store.open(path.join(root, 'lamina'));
+  await store.load(fixtureSave('refbase'));
+  const base = store.resolveImage('refbase:1');
+  const c = store.containers.create({ name: 'c1', imageRef: 'refbase:1', imageID: base, image: store.images.get(base), cmd: ['sh'] });
+  fs.writeFileSync(path.join(store.driver.diffPath(c.mount.mountID), 'new.txt'), 'child\n');
+  const child = await commitContainer(store, c.id, { reference: 'child:1' });
+  await store.removeContainer(c.id);
+  assert.equal(store.images.getMetadata(child.id, 'parent'), base);
+
+  assert.throws(() => store.removeImage(base), /^LaminaError: conflict: unable to delete [0-9a-f]{12} \(cannot be forced\) - image has dependent child images$/m);
+  assert.equal(store.resolveImage('refbase:1'), base, 'the refused rmi untagged nothing');
+  // As dockerd: the last name goes quietly, the image stays for its child.
+  assert.deepEqual(store.removeImage('refbase:1'), [{ kind: 'untagged', value: 'refbase:1' }]);
+  assert.ok(store.images.has(base));
+  assert.deepEqual(fs.readdirSync(path.join(store.layers.dir, 'tmp')), [], 'no journal left behind');
+  // Once the child is gone, the parent is dangling and goes by ID with its layers.
+  assert.ok(store.removeImage('child:1').some((e) => e.kind === 'deleted' && e.value === child.id));
+  assert.ok(store.removeImage(base).some((e) => e.kind === 'deleted' && e.value === base));
+  assert.deepEqual(fs.readdirSync(path.join(store.layers.dir, 'sha256')), []);
+});
+
+test('a lost short link is a one-line error naming it, not a raw ENOENT', async (t) => {
+  const root = tmpRoot(t);
+  const store = Store.open(path.join(root, 'lamina'));
+  await store.load(fixtureSave('refapp'));
+  const top = store.image(store.resolveImage('refapp:1')).topLayer!;
+  const lower = store.layers.ancestry(top)[1];
+  const lid = fs.readFileSync(path.join(store.driver.dir(lower.cacheID), 'link'), 'utf8');
+  fs.rmSync(path.join(store.driver.home, 'l', lid));
+  assert.throws(() => store.graphDriverData(top), (e: Error & { code?: string }) => e.code === 'ENOTFOUND' && e.message.includes(`/l/${lid} does not exist`) && !e.message.includes('\n'));
 });
 
 test('rmi by ID of an image with two tags needs -f; by name it only untags', async (t) => {
