@@ -118,3 +118,44 @@ export function isDirLocked(dir: string): boolean {
     fs.closeSync(fd);
   }
 }
+
+/**
+ * Takes an exclusive lock on `file` (created if needed), polling so the event loop keeps running
+ * (a blocking flock would stall the process's other work), and telling `onWait` once when
+ * another process holds it. Released by unlinking the file while still holding it, so nothing
+ * is left behind; a waiter that then locks the unlinked file notices (its inode is no longer the
+ * path's) and tries again. `ensureDir` is called before each attempt (the directory may be
+ * removed while nobody holds a lock in it).
+ */
+export async function lockFile(file: string, opts: { signal?: AbortSignal; onWait?: () => void; ensureDir?: () => void } = {}): Promise<() => void> {
+  let told = false;
+  for (;;) {
+    if (opts.signal?.aborted) throw opts.signal.reason;
+    opts.ensureDir?.();
+    let fd: number;
+    try {
+      fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // its directory went meanwhile
+      throw e;
+    }
+    try {
+      sys.flock(fd, sys.LOCK_EX | sys.LOCK_NB);
+    } catch (e) {
+      fs.closeSync(fd);
+      if (!wouldBlock(e)) throw e;
+      if (!told) opts.onWait?.();
+      told = true;
+      await new Promise((r) => setTimeout(r, 50));
+      continue;
+    }
+    if (fs.statSync(file, { throwIfNoEntry: false })?.ino !== fs.fstatSync(fd).ino) {
+      fs.closeSync(fd);
+      continue;
+    }
+    return () => {
+      fs.rmSync(file, { force: true });
+      fs.closeSync(fd);
+    };
+  }
+}

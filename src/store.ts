@@ -133,7 +133,12 @@ export class Store {
     this.repositories.invalidate();
     if (this.repositories.referencesTo(id).length) return false;
     if (this.containers.usersOf(id).length) return false;
-    return !this.images.list().some((other) => other !== id && this.images.getMetadata(other, 'parent') === id);
+    return !this.hasChildImages(id);
+  }
+
+  /** Some image records `id` as its parent (imagedb metadata). */
+  private hasChildImages(id: Digest): boolean {
+    return this.images.list().some((other) => other !== id && this.images.getMetadata(other, 'parent') === id);
   }
 
   /** Deletes the given layers and their descendants that nothing references, leaves first. */
@@ -368,7 +373,7 @@ export class Store {
     if (opts.onlyUnreferenced && refs.length) throw new LaminaError('ECONFLICT', `image ${hex(id).slice(0, 12)} was tagged by another lamina process`);
     const users = this.containers.usersOf(id);
     const byID = /^(?:sha256:)?[0-9a-f]{1,64}$/.test(refOrID);
-    const hasChildren = this.images.list().some((other) => other !== id && this.images.getMetadata(other, 'parent') === id);
+    const hasChildren = this.hasChildImages(id);
     // By ID, a child image is a conflict no force overrides, found before anything is untagged.
     if (byID && hasChildren) {
       throw new LaminaError('EINUSE', `conflict: unable to delete ${hex(id).slice(0, 12)} (cannot be forced) - image has dependent child images`);

@@ -400,20 +400,17 @@ class Checker {
    * its children share.
    */
   private checkParentCommitted(name: string): void {
-    const nearest = readOptional(path.join(this.home, name, 'lower'))?.split(':')[0];
-    const m = nearest ? /^l\/([A-Z2-7]{26})$/.exec(nearest) : null;
-    if (!m) return; // a bottom layer, or a broken `lower` that checkLayers reports
-    let target: string;
+    let parent: string;
     try {
-      target = fs.readlinkSync(path.join(this.lDir, m[1]));
+      const nearest = this.store.driver.info(name).lower[0];
+      if (!nearest) return; // a bottom layer
+      parent = this.store.driver.resolveLink(nearest);
     } catch {
-      return; // a dangling short link: reported by checkShortLinks
+      return; // a broken link, lower or short link: checkLayers and checkShortLinks report it
     }
-    const parent = /^\.\.\/([0-9a-f]{64}(?:-init)?)\/diff$/.exec(target)?.[1];
-    if (!parent || !fs.existsSync(path.join(this.home, parent)) || fs.existsSync(path.join(this.home, parent, 'committed'))) return;
+    if (!fs.existsSync(path.join(this.home, parent)) || fs.existsSync(path.join(this.home, parent, 'committed'))) return;
     this.report(`overlay2/${parent}: no committed marker although overlay2/${name} stands on it (a mount of it would be writable)`, () => {
-      fs.writeFileSync(path.join(this.home, parent, 'committed'), '', { mode: 0o600 });
-      fs.chmodSync(path.join(this.home, parent, 'committed'), 0o600);
+      this.store.driver.markCommitted(parent);
       return 'committed written';
     });
   }

@@ -128,9 +128,7 @@ export class Overlay2Driver {
     if (parentInfo) {
       fs.mkdirSync(path.join(dir, 'work'), { mode: 0o700 });
       faultPoint();
-      const committed = path.join(this.dir(parentInfo.id), 'committed');
-      if (!fs.existsSync(committed)) {
-        fs.writeFileSync(committed, '', { mode: 0o600 });
+      if (this.markCommitted(parentInfo.id)) {
         createdCommitted = true;
         faultPoint();
       }
@@ -233,6 +231,17 @@ export class Overlay2Driver {
     // child on it meanwhile (or published the same chain this layer duplicated), and moby keeps
     // `committed` on every layer that has a child.
     if (opts.parent && opts.dropCommitted && !this.hasChildDirs(opts.parent)) fs.rmSync(path.join(this.dir(opts.parent), 'committed'), { force: true });
+  }
+
+  /**
+   * Writes the empty `committed` marker (0600) moby puts in a layer dir once a child stands on
+   * it (a mount of a committed layer is read-only); returns whether it was missing.
+   */
+  markCommitted(id: string): boolean {
+    const committed = path.join(this.dir(id), 'committed');
+    if (fs.existsSync(committed)) return false;
+    fs.writeFileSync(committed, '', { mode: 0o600 });
+    return true;
   }
 
   /** Whether any layer dir lists `id` as its nearest lower (a scan: only for rollbacks). */

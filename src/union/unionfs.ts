@@ -139,15 +139,17 @@ function hasCapSysAdmin(): boolean {
   }
 }
 
-let warnedTrusted = false;
+/** Whether the warning below is settled for this process (said, or not needed). */
+let trustedChecked = false;
 
 /**
  * Without CAP_SYS_ADMIN, listxattr silently omits trusted.* names: opaque dirs and redirects
  * (trusted.overlay.*) would be invisible and the view would show files they hide. Said once.
  */
 function warnIfTrustedUnreadable(layers: number): void {
-  if (warnedTrusted || layers < 2 || hasCapSysAdmin()) return;
-  warnedTrusted = true;
+  if (trustedChecked || layers < 2) return;
+  trustedChecked = true;
+  if (hasCapSysAdmin()) return;
   process.stderr.write('warning: without CAP_SYS_ADMIN the trusted.overlay.* xattrs cannot be read: opaque directories and redirects are not honoured, so files they hide may show\n');
 }
 

@@ -18,7 +18,7 @@ import { discard, type RegistryClient } from './client.js';
 import type { GetJob, WorkerReply } from './download-worker.js';
 import { describeFetchError } from './auth.js';
 import { faultPoint } from '../../fsutil.js';
-import * as sys from '../../sys/index.js';
+import { lockFile } from '../../lock.js';
 
 export const DOWNLOADS_DIR = 'downloads';
 /** Downloads nobody came back for are dropped after this long. */
@@ -107,55 +107,14 @@ export class DownloadCache {
   ): Promise<{ file: string; created: boolean }> {
     const done = this.completePath(blob.digest);
     if (this.hasComplete(blob)) return { file: done, created: false };
-    const unlock = await this.lockBlob(blob.digest, opts);
+    // Two pulls of one blob must not append to one partial file: the second waits, then reuses it.
+    const unlock = await lockFile(path.join(this.locksDir, hex(blob.digest)), { signal: opts.signal, onWait: opts.onWait, ensureDir: () => this.ensureDirs() });
     try {
       // Another process may have finished it while this one waited.
       if (this.hasComplete(blob)) return { file: done, created: false };
       return await this.downloadLocked(client, blob, opts);
     } finally {
       unlock();
-    }
-  }
-
-  /**
-   * Takes the blob's download lock, polling (a blocking flock would stall this process's other
-   * downloads) and telling `onWait` once when another process holds it. Released by unlinking
-   * the lock file while still holding it; a waiter that then locks the unlinked file notices
-   * (its inode is no longer the path's) and tries again.
-   */
-  private async lockBlob(d: Digest, opts: { signal?: AbortSignal; onWait?: () => void }): Promise<() => void> {
-    const file = path.join(this.locksDir, hex(d));
-    let told = false;
-    for (;;) {
-      if (opts.signal?.aborted) throw opts.signal.reason;
-      this.ensureDirs();
-      let fd: number;
-      try {
-        fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // tidy() removed the dir
-        throw e;
-      }
-      try {
-        sys.flock(fd, sys.LOCK_EX | sys.LOCK_NB);
-      } catch (e) {
-        fs.closeSync(fd);
-        const code = (e as { code?: string }).code;
-        if (code !== 'EWOULDBLOCK' && code !== 'EAGAIN') throw e;
-        if (!told) opts.onWait?.();
-        told = true;
-        await new Promise((r) => setTimeout(r, 50));
-        continue;
-      }
-      const held = fs.fstatSync(fd).ino;
-      if (fs.statSync(file, { throwIfNoEntry: false })?.ino !== held) {
-        fs.closeSync(fd);
-        continue;
-      }
-      return () => {
-        fs.rmSync(file, { force: true });
-        fs.closeSync(fd);
-      };
     }
   }
 
